@@ -1,0 +1,239 @@
+//! [`Array`] (a fixed-length array with its own lock) and [`RawArray`] (no lock), as in Python's
+//! `multiprocessing.Array` / `RawArray`.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+
+use crate::error::Result;
+use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::sync::{Lock, LockError, LockGuard};
+use crate::value::{AtomicValue, Slot};
+
+/// A fixed-length array in shared memory with no lock — the way to share a big buffer between
+/// workers without copying it (the book's numpy-over-`RawArray` experiment).
+///
+/// Elements start zeroed and pages are only touched when used, so creating a GiB array is free.
+/// Element access is either atomic (`load`/`store`/`fetch_add` for integer and float types) or
+/// through `unsafe` slices whose contract is that processes never touch the same element at once
+/// (each worker owns a disjoint range).
+///
+/// # Example
+/// ```
+/// let a = mproc::RawArray::<u64>::zeroed(1024)?;
+/// a.store(3, 7);
+/// a.fetch_add(3, 1);
+/// assert_eq!(a.load(3), 8);
+/// // SAFETY: no other process exists yet, so nothing else touches the array.
+/// let s = unsafe { a.as_mut_slice() };
+/// s[0] = 1;
+/// assert_eq!(s.iter().sum::<u64>(), 9);
+/// # Ok::<(), mproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct RawArray<T: ShmSafe> {
+    data: ShmBox<[Slot<T>]>,
+}
+
+impl<T: ShmSafe> fmt::Debug for RawArray<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawArray").field("len", &self.len()).finish_non_exhaustive()
+    }
+}
+
+impl<T: ShmSafe> RawArray<T> {
+    /// `len` zeroed elements in their own anonymous shared segment.
+    pub fn zeroed(len: usize) -> Result<Self> {
+        Ok(RawArray { data: ShmBox::zeroed_slice(len)? })
+    }
+
+    /// `len` zeroed elements in `arena`.
+    pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self> {
+        Ok(RawArray { data: arena.alloc_zeroed_slice(len)? })
+    }
+
+    /// A copy of `values` in shared memory.
+    pub fn from_slice(values: &[T]) -> Result<Self>
+    where
+        T: Copy,
+    {
+        let a = Self::zeroed(values.len())?;
+        // SAFETY: the array was just created; no other process can reach it yet.
+        unsafe { a.as_mut_slice() }.copy_from_slice(values);
+        Ok(a)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Pointer to the first element.
+    pub fn as_ptr(&self) -> *mut T {
+        self.data.as_ptr().cast()
+    }
+
+    /// The elements as a shared slice.
+    ///
+    /// # Safety
+    /// No process or thread writes the array while the slice is in use (except through atomics
+    /// on elements this slice is not used to read).
+    pub unsafe fn as_slice(&self) -> &[T] {
+        // SAFETY: `Slot<T>` is transparent over `T`; the caller guarantees no concurrent writes.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len()) }
+    }
+
+    /// The elements as a mutable slice.
+    ///
+    /// # Safety
+    /// While the slice is in use, no other process or thread reads or writes the elements it is
+    /// used to access. Workers writing disjoint ranges satisfy this.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn as_mut_slice(&self) -> &mut [T] {
+        // SAFETY: as for `as_slice`, with exclusivity promised by the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), self.len()) }
+    }
+
+    /// An ndarray view over the elements with `shape` (row-major).
+    ///
+    /// # Safety
+    /// As for [`RawArray::as_mut_slice`], for the elements the view is used to touch.
+    #[cfg(feature = "ndarray")]
+    pub unsafe fn view_mut<Sh: ndarray::ShapeBuilder>(&self, shape: Sh) -> Result<ndarray::ArrayViewMut<'_, T, Sh::Dim>> {
+        let slice = unsafe { self.as_mut_slice() };
+        ndarray::ArrayViewMut::from_shape(shape, slice)
+            .map_err(|e| crate::Error::InvalidArgument(format!("shape does not fit {} elements: {e}", self.len())))
+    }
+}
+
+impl<T: AtomicValue> RawArray<T> {
+    fn atomic(&self, i: usize) -> &T::Atomic {
+        let p = self.data[i].get();
+        // SAFETY: `p` points to an element of the live mapping, aligned for `T` and so for its atomic.
+        unsafe { T::as_atomic(p) }
+    }
+
+    /// Atomic read of element `i` (Acquire). Panics if `i >= len()`, like slice indexing.
+    #[inline]
+    pub fn load(&self, i: usize) -> T {
+        T::load(self.atomic(i), std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Atomic write of element `i` (Release). Panics if `i >= len()`.
+    #[inline]
+    pub fn store(&self, i: usize, v: T) {
+        T::store(self.atomic(i), v, std::sync::atomic::Ordering::Release)
+    }
+
+    /// Atomic add to element `i`; returns the previous value. Panics if `i >= len()`.
+    #[inline]
+    pub fn fetch_add(&self, i: usize, v: T) -> T {
+        T::fetch_add(self.atomic(i), v, std::sync::atomic::Ordering::AcqRel)
+    }
+}
+
+/// A fixed-length array in shared memory with its own [`Lock`], like Python's
+/// `multiprocessing.Array`: `lock()` gives `&mut [T]`.
+///
+/// # Example
+/// ```
+/// let a = mproc::Array::from_slice(&[1u32, 2, 3])?;
+/// a.lock()?[1] = 20;
+/// assert_eq!(a.to_vec()?, vec![1, 20, 3]);
+/// # Ok::<(), mproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Array<T: ShmSafe> {
+    lock: Lock,
+    raw: RawArray<T>,
+}
+
+impl<T: ShmSafe> fmt::Debug for Array<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Array").field("len", &self.len()).finish_non_exhaustive()
+    }
+}
+
+/// Holds an [`Array`]'s lock; derefs to the elements.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct ArrayGuard<'a, T> {
+    _guard: LockGuard<'a>,
+    ptr: *mut T,
+    len: usize,
+}
+
+impl<T> Deref for ArrayGuard<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: the guard holds the array's lock; the mapping outlives the borrow of the Array.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl<T> DerefMut for ArrayGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: as in `deref`; `&mut self` makes this the only live reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl<T: ShmSafe> Array<T> {
+    /// `len` zeroed elements and a lock, in one anonymous shared segment.
+    pub fn zeroed(len: usize) -> Result<Self> {
+        let bytes = std::mem::size_of::<T>()
+            .checked_mul(len)
+            .and_then(|b| b.checked_add(3 * crate::shm::arena::OBJECT_ALIGN))
+            .ok_or(crate::Error::SegmentTooLarge { requested: u64::MAX, available: 0 })?;
+        Self::zeroed_in(&Arena::new(bytes)?, len)
+    }
+
+    /// `len` zeroed elements and a lock in `arena`.
+    pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self> {
+        Ok(Array { lock: Lock::new_in(arena)?, raw: RawArray::zeroed_in(arena, len)? })
+    }
+
+    /// A copy of `values` with a lock.
+    pub fn from_slice(values: &[T]) -> Result<Self>
+    where
+        T: Copy,
+    {
+        let a = Self::zeroed(values.len())?;
+        // SAFETY: the array was just created; no other process can reach it yet.
+        unsafe { a.raw.as_mut_slice() }.copy_from_slice(values);
+        Ok(a)
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.raw.is_empty()
+    }
+
+    /// The lock guarding the elements (Python's `get_lock()`).
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    /// Takes the lock; the guard derefs to `[T]`. See [`Lock::lock`] for the errors.
+    pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
+        let (ptr, len) = (self.raw.as_ptr(), self.raw.len());
+        let wrap = |g| ArrayGuard { _guard: g, ptr, len };
+        self.lock.lock().map(wrap).map_err(|e| e.map(wrap))
+    }
+
+    /// A copy of the elements, taken under the lock.
+    pub fn to_vec(&self) -> Result<Vec<T>>
+    where
+        T: Copy,
+    {
+        Ok(self.lock()?.to_vec())
+    }
+}

@@ -1,0 +1,147 @@
+//! The one error type of mproc.
+
+use std::fmt;
+
+/// A signal number, displayed by name (`SIGKILL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signal(pub i32);
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match nix::sys::signal::Signal::try_from(self.0) {
+            Ok(s) => f.write_str(s.as_str()),
+            Err(_) => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
+/// Everything that can go wrong in mproc. Variants carry what a caller needs to act on them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A worker process ended while it was running a task.
+    #[error("worker {pid} died ({}) while running task {}", describe_end(*.signal, *.code), describe_task(*.task))]
+    WorkerDied {
+        /// The worker's pid.
+        pid: i32,
+        /// The signal that killed it, if one did.
+        signal: Option<Signal>,
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+        /// The task it was running, if it was running one.
+        task: Option<u64>,
+    },
+
+    /// A task panicked in a worker. The worker survived and keeps serving.
+    #[error("task {task} panicked: {message}")]
+    TaskPanicked {
+        /// The task's index.
+        task: u64,
+        /// The panic message.
+        message: String,
+    },
+
+    /// The previous holder of a lock died while holding it. The lock was made consistent and
+    /// works again; data it protected may be half-updated.
+    #[error("the previous holder of the lock{} died while holding it; the lock was recovered", describe_pid(*.pid))]
+    OwnerDied {
+        /// The pid that held it, when known.
+        pid: Option<i32>,
+    },
+
+    /// A lock can never be taken again (a holder died and it was not made consistent).
+    #[error("the lock is unrecoverable: a holder died and its state was never made consistent")]
+    LockUnrecoverable,
+
+    /// A segment (or one object's storage) larger than the memory that can back it.
+    #[error("a shared segment of {requested} bytes does not fit: {available} bytes available")]
+    SegmentTooLarge {
+        /// Bytes asked for.
+        requested: u64,
+        /// Bytes free where it would live (`/dev/shm` for named segments, free memory otherwise).
+        available: u64,
+    },
+
+    /// An [`Arena`](crate::Arena) has no room left for an object.
+    #[error("arena full: {requested} bytes requested, {remaining} remaining")]
+    ArenaFull {
+        /// Bytes asked for.
+        requested: usize,
+        /// Bytes left.
+        remaining: usize,
+    },
+
+    /// No named segment by that name.
+    #[error("no shared segment named {name}")]
+    SegmentNotFound {
+        /// The name looked for.
+        name: String,
+    },
+
+    /// A timed wait ran out.
+    #[error("timed out")]
+    Timeout,
+
+    /// A `try_` call found the object busy.
+    #[error("would block: held by another process or thread")]
+    WouldBlock,
+
+    /// A barrier was broken: a waiter timed out, so the others can never be released together.
+    #[error("the barrier is broken (a waiter timed out)")]
+    BrokenBarrier,
+
+    /// Interrupted by Ctrl-C (SIGINT); workers were stopped and reaped.
+    #[error("interrupted")]
+    Interrupted,
+
+    /// Forking now would copy a multi-threaded process; see the crate docs' "Fork safety".
+    #[error(
+        "refusing to fork: this process has {threads} threads, and locks held by the other threads \
+         would stay locked forever in the child; fork before starting threads, or opt in with \
+         ForkPolicy::AllowThreads"
+    )]
+    MultiThreaded {
+        /// Threads in the process at the time.
+        threads: usize,
+    },
+
+    /// An object is used in a way it does not support here (the message says how).
+    #[error("{0}")]
+    InvalidState(String),
+
+    /// A bad argument (the message says which and why).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A system call failed.
+    #[error("{call} failed: {source}")]
+    Sys {
+        /// The call.
+        call: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
+    /// File I/O failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn describe_end(signal: Option<Signal>, code: Option<i32>) -> String {
+    match (signal, code) {
+        (Some(s), _) => format!("killed by {s}"),
+        (None, Some(c)) => format!("exit code {c}"),
+        (None, None) => "cause unknown".into(),
+    }
+}
+
+fn describe_task(task: Option<u64>) -> String {
+    task.map_or_else(|| "none".into(), |t| t.to_string())
+}
+
+fn describe_pid(pid: Option<i32>) -> String {
+    pid.map_or_else(String::new, |p| format!(" (pid {p})"))
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

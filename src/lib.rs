@@ -1,0 +1,143 @@
+//! # mproc — Python's `multiprocessing`, done right, in Rust
+//!
+//! A parent process forks worker processes that share values, arrays and early-exit flags
+//! through `mmap`'d segments, guarded by crash-recoverable process-shared locks, atomics and file
+//! locks. **Linux only** (x86-64 and aarch64): it is built on `fork`, robust pthread mutexes,
+//! shared futexes, `pidfd` and `prctl`.
+//!
+//! | Python                                   | mproc                                          |
+//! |------------------------------------------|------------------------------------------------|
+//! | `Process(target=f)`                      | [`Process::spawn`]: join gives exit code, signal or panic message |
+//! | `Value`, `RawValue`                      | [`Value<T>`] (with its own lock), [`RawValue<T>`] (atomics) |
+//! | `Array`, `RawArray`                      | [`Array<T>`], [`RawArray<T>`]                  |
+//! | `Lock`, `RLock`                          | [`Lock`], [`RLock`]: report a holder that died |
+//! | `Semaphore`, `Event`, `Barrier`          | [`Semaphore`], [`Event`], [`Barrier`]          |
+//! | `mmap.mmap(-1, 1)` / `RawValue` as a flag | [`Flag`], and the [`EarlyExit`] trait          |
+//! | file lock (`fcntl.flock`)                | [`FileLock`]: reopened per process automatically |
+//! | `shared_memory.SharedMemory`             | [`Segment`] (anonymous or named), [`Arena`]    |
+//!
+//! # Example: count in four processes without losing an update
+//! ```
+//! use mproc::{Process, Value};
+//!
+//! let total = Value::new(0u64)?;
+//! let workers: Vec<Process> = (0..4)
+//!     .map(|_| Process::spawn(|| -> mproc::Result<()> {
+//!         for _ in 0..1000 {
+//!             *total.lock()? += 1; // one guard for the whole read-modify-write
+//!         }
+//!         Ok(())
+//!     }))
+//!     .collect::<Result<_, _>>()?;
+//! for mut w in workers {
+//!     assert!(w.join()?.success());
+//! }
+//! assert_eq!(total.get()?, 4000);
+//! # Ok::<(), mproc::Error>(())
+//! ```
+//!
+//! # Example: stop every worker as soon as one finds the answer
+//! ```
+//! use mproc::{Flag, Process, RawValue};
+//!
+//! let found = Flag::new()?;
+//! let answer = RawValue::new(0u64)?;
+//! let mut workers = Vec::new();
+//! for w in 0..2u64 {
+//!     let (found, answer) = (&found, &answer);
+//!     workers.push(Process::spawn(move || {
+//!         // interleaved ranges: worker w checks w, w+2, w+4, ...
+//!         for n in (w..10_000_000).step_by(2) {
+//!             if found.is_set() { return; }
+//!             if n > 0 && n % 7919 == 0 {
+//!                 answer.store(n);
+//!                 found.set(); // Release: the answer is visible to whoever sees the flag
+//!                 return;
+//!             }
+//!         }
+//!     })?);
+//! }
+//! for mut w in workers { w.join()?; }
+//! assert!(found.is_set());
+//! assert!(answer.load() == 7919 || answer.load() == 2 * 7919);
+//! # Ok::<(), mproc::Error>(())
+//! ```
+//!
+//! # Example: survive a holder that dies
+//! ```
+//! use mproc::{Lock, LockError, Process};
+//!
+//! let lock = Lock::new()?;
+//! let mut child = Process::spawn(|| {
+//!     let _g = lock.lock();
+//!     unsafe { libc::raise(libc::SIGKILL) }; // dies holding the lock
+//! })?;
+//! child.join()?;
+//! match lock.lock() {
+//!     Err(LockError::OwnerDied { pid, guard }) => {
+//!         assert_eq!(pid, Some(child.pid()));
+//!         drop(guard); // repair the protected data here, then release
+//!     }
+//!     other => panic!("expected OwnerDied, got {:?}", other.map(|_| ())),
+//! }
+//! let _ok = lock.lock()?; // the lock works again
+//! # Ok::<(), mproc::Error>(())
+//! ```
+//!
+//! # Example: measure contention
+//! Every [`Lock`] counts acquisitions, contended acquisitions and wait time, in shared memory:
+//! ```
+//! let lock = mproc::Lock::new()?;
+//! drop(lock.lock()?);
+//! let s = lock.stats();
+//! assert_eq!((s.acquisitions, s.contended), (1, 0));
+//! # Ok::<(), mproc::Error>(())
+//! ```
+//!
+//! # Fork safety
+//! - **Create shared objects before forking.** A `Lock`, `Value`, `Flag`, … made before
+//!   [`Process::spawn`] is shared with the child; one made afterwards in the child is the child's
+//!   own. Ordinary memory (a `Vec`, a `String`) is *copied* into the child: its changes never
+//!   come back. Use `Value`/`Array`/`RawArray` for anything the parent must see.
+//! - **Fork before starting threads.** `fork` copies only the calling thread; a lock another
+//!   thread holds stays locked forever in the child. mproc counts the threads and refuses with
+//!   [`Error::MultiThreaded`]; opt in with [`set_fork_policy`]`(ForkPolicy::AllowThreads)` only
+//!   when the other threads are known to be idle.
+//! - **What the child inherits**: all memory (copy-on-write), open files (close-on-exec does not
+//!   apply to fork), the signal dispositions. [`FileLock`] reopens its file in each new process,
+//!   because an `flock` on an inherited descriptor does not exclude parent from child.
+//! - **What the child does not do**: return into the parent's code or run the parent's
+//!   destructors — it `_exit`s after its closure. It dies when its parent dies
+//!   (`PR_SET_PDEATHSIG`, tied to the *thread* that forked it).
+//! - The exact rules mproc follows around each fork are written in the `sys` module's source.
+//!
+//! # Crate features
+//! - `ndarray`: [`RawArray::view_mut`], an `ndarray` view over shared memory.
+//! - `redis`: Redis-backed flag and counter (the book's Redis variants).
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("mproc supports Linux only (fork, robust pthread mutexes, shared futexes, pidfd, prctl).");
+
+mod array;
+mod error;
+mod file_lock;
+mod flag;
+mod process;
+mod shm;
+mod sync;
+mod sys;
+mod value;
+
+pub use array::{Array, ArrayGuard, RawArray};
+pub use error::{Error, Result, Signal};
+pub use file_lock::{FileLock, FileLockGuard};
+pub use flag::{EarlyExit, Flag};
+pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
+pub use shm::{Arena, Segment, ShmBox, ShmSafe};
+pub use sync::{Barrier, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore};
+pub use value::{AtomicValue, RawValue, Value, ValueGuard};
+
+/// Bare primitives, for measuring what mproc's wrappers cost (benchmarks, the contention tool).
+pub mod raw {
+    pub use crate::sys::{LockStatus, RobustMutex};
+}

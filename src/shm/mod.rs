@@ -1,0 +1,23 @@
+//! Shared memory: segments, a bump arena that places typed objects in them, and the [`ShmSafe`]
+//! marker for the types allowed there.
+//!
+//! Two kinds of segment:
+//! - **anonymous** (`mmap(MAP_SHARED | MAP_ANONYMOUS)`), created before fork and inherited by the
+//!   children. It has no name, so it cannot leak: the kernel frees it when the last process that
+//!   maps it exits. Every `Lock`, `Value`, `Flag`, … lives in one.
+//! - **named** (`shm_open`, visible in `/dev/shm`), for processes that are not related by fork. The
+//!   name is random (`mproc-<pid>-<12 hex>`), created with `O_EXCL` and mode 0600, and its whole size
+//!   is reserved up front so a full `/dev/shm` is an error now, not a `SIGBUS` later. Only the
+//!   process that created it unlinks it — a forked child dropping its copy does not (the
+//!   `shared_memory` crate gets this wrong, which is why mproc does not build on it).
+
+pub(crate) mod arena;
+mod safe;
+mod segment;
+mod shmbox;
+
+pub use arena::Arena;
+pub use safe::ShmSafe;
+pub use segment::Segment;
+pub use shmbox::ShmBox;
+pub(crate) use segment::Mapping;

@@ -1,0 +1,399 @@
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::sys::{self, LockStatus, RobustMutex};
+
+/// A failed or qualified lock attempt. `OwnerDied` still hands over the guard, like std's
+/// `PoisonError`: the lock is held and already made consistent, so the caller can repair the
+/// data it protects.
+///
+/// `?` converts it into [`Error`] (dropping, and so releasing, any guard); use
+/// [`LockError::recover`] to keep the guard and carry on.
+#[must_use]
+pub enum LockError<G> {
+    /// The previous holder died while holding the lock. `guard` holds it now.
+    OwnerDied {
+        /// The dead holder's pid, when known.
+        pid: Option<i32>,
+        /// The lock, held by the caller.
+        guard: G,
+    },
+    /// `try_lock`: someone else holds it.
+    WouldBlock,
+    /// `lock_timeout`: the time ran out.
+    Timeout,
+    /// The lock can never be taken again.
+    Unrecoverable,
+    /// Something else failed (opening a lock file, a system call).
+    Failed(Error),
+}
+
+impl<G> LockError<G> {
+    /// The guard, if the lock was taken (`OwnerDied`); the error otherwise. For callers whose
+    /// protected data cannot be left half-updated (or who check it themselves).
+    pub fn recover(self) -> Result<G> {
+        match self {
+            LockError::OwnerDied { guard, .. } => Ok(guard),
+            other => Err(other.into()),
+        }
+    }
+
+    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied { pid, guard } => LockError::OwnerDied { pid, guard: f(guard) },
+            LockError::WouldBlock => LockError::WouldBlock,
+            LockError::Timeout => LockError::Timeout,
+            LockError::Unrecoverable => LockError::Unrecoverable,
+            LockError::Failed(e) => LockError::Failed(e),
+        }
+    }
+}
+
+impl<G> From<LockError<G>> for Error {
+    fn from(e: LockError<G>) -> Error {
+        match e {
+            LockError::OwnerDied { pid, .. } => Error::OwnerDied { pid },
+            LockError::WouldBlock => Error::WouldBlock,
+            LockError::Timeout => Error::Timeout,
+            LockError::Unrecoverable => Error::LockUnrecoverable,
+            LockError::Failed(e) => e,
+        }
+    }
+}
+
+impl<G> fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied { pid, .. } => f.debug_struct("OwnerDied").field("pid", pid).finish_non_exhaustive(),
+            LockError::WouldBlock => f.write_str("WouldBlock"),
+            LockError::Timeout => f.write_str("Timeout"),
+            LockError::Unrecoverable => f.write_str("Unrecoverable"),
+            LockError::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
+        }
+    }
+}
+
+impl<G> fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied { pid, .. } => fmt::Display::fmt(&Error::OwnerDied { pid: *pid }, f),
+            LockError::WouldBlock => fmt::Display::fmt(&Error::WouldBlock, f),
+            LockError::Timeout => fmt::Display::fmt(&Error::Timeout, f),
+            LockError::Unrecoverable => fmt::Display::fmt(&Error::LockUnrecoverable, f),
+            LockError::Failed(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<G> std::error::Error for LockError<G> {}
+
+/// Contention figures of one lock, summed over every process that used it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockStats {
+    /// Times the lock was taken.
+    pub acquisitions: u64,
+    /// Times a locker found it held and had to wait.
+    pub contended: u64,
+    /// Total time lockers spent waiting.
+    pub wait: Duration,
+}
+
+/// The shared part of a lock: the mutex, the holder's pid, contention counters.
+///
+/// The counters are written only by the holder, inside the critical section, with plain
+/// (relaxed load + store) updates: the mutex orders them, so no atomic read-modify-write is
+/// needed and they cost well under a nanosecond. Readers in other processes may see a value a
+/// few acquisitions old.
+#[repr(C)]
+pub(crate) struct RawLock {
+    mutex: RobustMutex,
+    recursive: bool,
+    owner: AtomicI32,
+    acquisitions: AtomicU64,
+    contended: AtomicU64,
+    wait_ns: AtomicU64,
+}
+
+// SAFETY: a robust mutex (itself ShmSafe), a bool and atomics; no pointers, valid when zeroed
+// after `init`, and no Drop.
+unsafe impl ShmSafe for RawLock {}
+
+impl RawLock {
+    /// # Safety
+    /// `p` is valid, aligned, zeroed or otherwise writable memory at the lock's final address.
+    unsafe fn init(p: *mut RawLock, recursive: bool) -> Result<()> {
+        // SAFETY: per the caller; the mutex field is initialised in place, the rest written whole.
+        unsafe {
+            std::ptr::addr_of_mut!((*p).recursive).write(recursive);
+            std::ptr::addr_of_mut!((*p).owner).write(AtomicI32::new(0));
+            std::ptr::addr_of_mut!((*p).acquisitions).write(AtomicU64::new(0));
+            std::ptr::addr_of_mut!((*p).contended).write(AtomicU64::new(0));
+            std::ptr::addr_of_mut!((*p).wait_ns).write(AtomicU64::new(0));
+            RobustMutex::init(std::ptr::addr_of_mut!((*p).mutex), recursive)
+        }
+    }
+
+    pub(crate) fn new_box(arena: Option<&Arena>, recursive: bool) -> Result<ShmBox<RawLock>> {
+        // SAFETY: `init` fully initialises the fresh slot in place.
+        unsafe {
+            match arena {
+                Some(a) => a.alloc_in_place(|p| RawLock::init(p, recursive)),
+                None => ShmBox::new_in_place(|p| RawLock::init(p, recursive)),
+            }
+        }
+    }
+
+    /// Blocking lock. `Err(OwnerDied)` still means the lock is held.
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<(), LockError<()>> {
+        let st = self.mutex.try_lock();
+        if st == LockStatus::Busy {
+            return self.acquire_contended(None);
+        }
+        self.finish(st, false, Duration::ZERO)
+    }
+
+    #[cold]
+    fn acquire_contended(&self, timeout: Option<Duration>) -> Result<(), LockError<()>> {
+        let t0 = Instant::now();
+        let st = match timeout {
+            None => self.mutex.lock(),
+            Some(t) => self.mutex.lock_timeout(t),
+        };
+        self.finish(st, true, t0.elapsed())
+    }
+
+    pub(crate) fn try_acquire(&self) -> Result<(), LockError<()>> {
+        self.finish(self.mutex.try_lock(), false, Duration::ZERO)
+    }
+
+    pub(crate) fn acquire_timeout(&self, timeout: Duration) -> Result<(), LockError<()>> {
+        let st = self.mutex.try_lock();
+        if st == LockStatus::Busy {
+            return self.acquire_contended(Some(timeout));
+        }
+        self.finish(st, false, Duration::ZERO)
+    }
+
+    #[inline]
+    fn finish(&self, st: LockStatus, contended: bool, waited: Duration) -> Result<(), LockError<()>> {
+        let died = match st {
+            LockStatus::Acquired => None,
+            LockStatus::OwnerDied => {
+                // The dead holder's pid is still in `owner`: it is cleared only on a clean unlock.
+                let pid = self.owner.load(Ordering::Relaxed);
+                self.mutex.make_consistent();
+                Some(if pid == 0 { None } else { Some(pid) })
+            }
+            LockStatus::Busy => return Err(LockError::WouldBlock),
+            LockStatus::TimedOut => return Err(LockError::Timeout),
+            LockStatus::Unrecoverable => return Err(LockError::Unrecoverable),
+        };
+        // Held from here on: the mutex orders these plain updates.
+        self.owner.store(sys::current_pid(), Ordering::Relaxed);
+        bump(&self.acquisitions, 1);
+        if contended {
+            bump(&self.contended, 1);
+            bump(&self.wait_ns, waited.as_nanos().min(u64::MAX as u128) as u64);
+        }
+        match died {
+            None => Ok(()),
+            Some(pid) => Err(LockError::OwnerDied { pid, guard: () }),
+        }
+    }
+
+    /// # Safety
+    /// The calling thread holds the lock.
+    #[inline]
+    pub(crate) unsafe fn release(&self) {
+        if !self.recursive {
+            self.owner.store(0, Ordering::Relaxed);
+        }
+        // SAFETY: the caller holds the lock.
+        unsafe { self.mutex.unlock() }
+    }
+
+    pub(crate) fn stats(&self) -> LockStats {
+        LockStats {
+            acquisitions: self.acquisitions.load(Ordering::Relaxed),
+            contended: self.contended.load(Ordering::Relaxed),
+            wait: Duration::from_nanos(self.wait_ns.load(Ordering::Relaxed)),
+        }
+    }
+
+    pub(crate) fn reset_stats(&self) {
+        self.acquisitions.store(0, Ordering::Relaxed);
+        self.contended.store(0, Ordering::Relaxed);
+        self.wait_ns.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Add under the lock: a load and a store, not a locked read-modify-write.
+#[inline]
+fn bump(c: &AtomicU64, by: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
+}
+
+/// A process-shared mutual-exclusion lock that survives the death of its holder.
+///
+/// Built on a robust, process-shared pthread mutex. When a process dies holding it (even by
+/// SIGKILL), the next `lock()` returns [`LockError::OwnerDied`] — carrying the guard and the dead
+/// holder's pid — instead of hanging forever, and the lock keeps working. Every lock counts its
+/// acquisitions, contended acquisitions and wait time ([`Lock::stats`]), readable from any process.
+///
+/// Clone the handle freely; clones and forked copies all refer to the same lock.
+///
+/// # Example
+/// ```
+/// let lock = mproc::Lock::new()?;
+/// {
+///     let _guard = lock.lock()?; // released when the guard drops
+/// }
+/// assert_eq!(lock.stats().acquisitions, 1);
+/// # Ok::<(), mproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Lock {
+    raw: ShmBox<RawLock>,
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+/// Holds a [`Lock`]; releases it on drop. Must be dropped by the thread that took it.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a> {
+    raw: &'a RawLock,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for LockGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: a guard exists only while its thread holds the lock.
+        unsafe { self.raw.release() }
+    }
+}
+
+impl Lock {
+    /// A new lock in its own anonymous shared segment.
+    pub fn new() -> Result<Lock> {
+        Ok(Lock { raw: RawLock::new_box(None, false)? })
+    }
+
+    /// A new lock in `arena`.
+    pub fn new_in(arena: &Arena) -> Result<Lock> {
+        Ok(Lock { raw: RawLock::new_box(Some(arena), false)? })
+    }
+
+    fn guard(&self, r: Result<(), LockError<()>>) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+        let g = || LockGuard { raw: &self.raw, _not_send: PhantomData };
+        match r {
+            Ok(()) => Ok(g()),
+            Err(e) => Err(e.map(|()| g())),
+        }
+    }
+
+    /// Blocks until the lock is held.
+    ///
+    /// Errors: [`LockError::OwnerDied`] (the lock is held; see its docs), or
+    /// [`LockError::Unrecoverable`].
+    #[inline]
+    pub fn lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+        self.guard(self.raw.acquire())
+    }
+
+    /// Takes the lock only if it is free now ([`LockError::WouldBlock`] otherwise).
+    pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+        self.guard(self.raw.try_acquire())
+    }
+
+    /// Waits at most `timeout` ([`LockError::Timeout`] then). Any duration works, sub-second too.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
+        self.guard(self.raw.acquire_timeout(timeout))
+    }
+
+    /// Contention figures, summed over all processes.
+    pub fn stats(&self) -> LockStats {
+        self.raw.stats()
+    }
+
+    /// Sets the figures back to zero (do it while no process is using the lock).
+    pub fn reset_stats(&self) {
+        self.raw.reset_stats()
+    }
+}
+
+/// A re-entrant process-shared lock: the thread that holds it may take it again; it is released
+/// when every guard is dropped. Crash-recoverable like [`Lock`].
+#[derive(Clone)]
+pub struct RLock {
+    raw: ShmBox<RawLock>,
+}
+
+impl fmt::Debug for RLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLock").field("stats", &self.raw.stats()).finish_non_exhaustive()
+    }
+}
+
+/// Holds one level of an [`RLock`].
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct RLockGuard<'a> {
+    raw: &'a RawLock,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for RLockGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a guard exists only while its thread holds (one level of) the lock.
+        unsafe { self.raw.release() }
+    }
+}
+
+impl RLock {
+    /// A new re-entrant lock in its own anonymous shared segment.
+    pub fn new() -> Result<RLock> {
+        Ok(RLock { raw: RawLock::new_box(None, true)? })
+    }
+
+    /// A new re-entrant lock in `arena`.
+    pub fn new_in(arena: &Arena) -> Result<RLock> {
+        Ok(RLock { raw: RawLock::new_box(Some(arena), true)? })
+    }
+
+    fn guard(&self, r: Result<(), LockError<()>>) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
+        let g = || RLockGuard { raw: &self.raw, _not_send: PhantomData };
+        match r {
+            Ok(()) => Ok(g()),
+            Err(e) => Err(e.map(|()| g())),
+        }
+    }
+
+    /// Blocks until held (immediately if this thread already holds it).
+    pub fn lock(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
+        self.guard(self.raw.acquire())
+    }
+
+    /// Takes it only if free or already held by this thread.
+    pub fn try_lock(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
+        self.guard(self.raw.try_acquire())
+    }
+
+    /// Waits at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
+        self.guard(self.raw.acquire_timeout(timeout))
+    }
+
+    /// Contention figures (every level counts as an acquisition).
+    pub fn stats(&self) -> LockStats {
+        self.raw.stats()
+    }
+}

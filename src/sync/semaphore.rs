@@ -1,0 +1,119 @@
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::sync::remaining;
+use crate::sys::{FutexWait, futex_wait, futex_wake_one};
+
+/// The shared state: a count, and how many sleep waiting for it (so `release` skips the wake-up
+/// system call when nobody sleeps).
+///
+/// Ordering: `release` bumps `count` then reads `waiters`; a sleeper bumps `waiters` then lets
+/// the kernel re-read `count` (FUTEX_WAIT compares atomically). Both sides are SeqCst, so at
+/// least one of them sees the other's write: no wake-up is lost.
+#[repr(C)]
+struct SemState {
+    count: AtomicU32,
+    waiters: AtomicU32,
+}
+
+// SAFETY: two atomics; zero is a valid state; no Drop.
+unsafe impl ShmSafe for SemState {}
+
+impl SemState {
+    fn try_take(&self) -> bool {
+        let mut c = self.count.load(Ordering::Relaxed);
+        while c > 0 {
+            match self.count.compare_exchange_weak(c, c - 1, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => c = now,
+            }
+        }
+        false
+    }
+}
+
+/// A process-shared counting semaphore.
+///
+/// # Example
+/// ```
+/// let slots = mproc::Semaphore::new(2)?;
+/// slots.acquire()?;
+/// assert!(slots.try_acquire());
+/// assert!(!slots.try_acquire());
+/// slots.release()?;
+/// # Ok::<(), mproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Semaphore {
+    st: ShmBox<SemState>,
+}
+
+impl std::fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Semaphore").field("value", &self.value()).finish()
+    }
+}
+
+impl Semaphore {
+    /// A semaphore holding `value` permits.
+    pub fn new(value: u32) -> Result<Semaphore> {
+        Ok(Semaphore { st: ShmBox::new(SemState { count: AtomicU32::new(value), waiters: AtomicU32::new(0) })? })
+    }
+
+    /// The same, in `arena`.
+    pub fn new_in(arena: &Arena, value: u32) -> Result<Semaphore> {
+        Ok(Semaphore { st: arena.alloc(SemState { count: AtomicU32::new(value), waiters: AtomicU32::new(0) })? })
+    }
+
+    /// Permits available now.
+    pub fn value(&self) -> u32 {
+        self.st.count.load(Ordering::Relaxed)
+    }
+
+    /// Takes a permit if one is free.
+    pub fn try_acquire(&self) -> bool {
+        self.st.try_take()
+    }
+
+    /// Takes a permit, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<()> {
+        self.acquire_until(None)
+    }
+
+    /// Takes a permit, waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
+        self.acquire_until(Some(Instant::now() + timeout))
+    }
+
+    fn acquire_until(&self, deadline: Option<Instant>) -> Result<()> {
+        if self.st.try_take() {
+            return Ok(());
+        }
+        self.st.waiters.fetch_add(1, Ordering::SeqCst);
+        let r = loop {
+            if self.st.try_take() {
+                break Ok(());
+            }
+            let Some(left) = remaining(deadline) else { break Err(Error::Timeout) };
+            if futex_wait(&self.st.count, 0, left) == FutexWait::TimedOut && remaining(deadline).is_none() {
+                break if self.st.try_take() { Ok(()) } else { Err(Error::Timeout) };
+            }
+        };
+        self.st.waiters.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    /// Returns a permit, waking one waiter. Fails only if the count would overflow `u32`.
+    pub fn release(&self) -> Result<()> {
+        self.st
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| c.checked_add(1))
+            .map_err(|_| Error::InvalidState("semaphore count would overflow u32".into()))?;
+        if self.st.waiters.load(Ordering::SeqCst) > 0 {
+            futex_wake_one(&self.st.count);
+        }
+        Ok(())
+    }
+}

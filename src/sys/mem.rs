@@ -1,0 +1,177 @@
+//! mmap, shm_open and friends.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+
+/// A raw mapping: start and length. Unmapped explicitly with [`unmap`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mapped {
+    pub ptr: NonNull<u8>,
+    pub len: usize,
+}
+
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is always supported on Linux.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as usize } else { 4096 }
+}
+
+fn last_os_error(call: &'static str) -> Error {
+    Error::Sys { call, source: io::Error::last_os_error() }
+}
+
+/// `mmap(MAP_SHARED | MAP_ANONYMOUS)`: memory that a forked child shares with its parent.
+///
+/// The pages are zero-filled and allocated on first touch. A request the kernel's commit limit
+/// cannot cover fails here with `ENOMEM`, reported as [`Error::SegmentTooLarge`].
+pub(crate) fn map_shared_anonymous(len: usize) -> Result<Mapped> {
+    // SAFETY: a fresh anonymous mapping with a null hint aliases no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOMEM) {
+            return Err(Error::SegmentTooLarge { requested: len as u64, available: available_memory() });
+        }
+        return Err(Error::Sys { call: "mmap", source: e });
+    }
+    Ok(Mapped { ptr: NonNull::new(p.cast()).expect("mmap returned null without MAP_FIXED"), len })
+}
+
+/// Maps `len` bytes of a shared-memory file descriptor, read-write and shared.
+pub(crate) fn map_fd(fd: &OwnedFd, len: usize) -> Result<Mapped> {
+    // SAFETY: a fresh MAP_SHARED mapping of a file we hold open; a null hint aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(last_os_error("mmap"));
+    }
+    Ok(Mapped { ptr: NonNull::new(p.cast()).expect("mmap returned null without MAP_FIXED"), len })
+}
+
+/// Unmaps a mapping made by this module.
+///
+/// # Safety
+/// - `m` came from [`map_shared_anonymous`] or [`map_fd`] and was not unmapped before;
+/// - no reference into the mapping is used afterwards.
+pub(crate) unsafe fn unmap(m: Mapped) {
+    // SAFETY: the caller guarantees the range is one live mapping of ours with no users left.
+    unsafe { libc::munmap(m.ptr.as_ptr().cast(), m.len) };
+}
+
+/// Bytes free in the tmpfs behind `shm_open` (`/dev/shm`), or `u64::MAX` when it cannot be read.
+pub(crate) fn shm_available() -> u64 {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: the path is a valid C string and `st` is writable memory of the right type.
+    let rc = unsafe { libc::statvfs(c"/dev/shm".as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return u64::MAX;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    st.f_bavail.saturating_mul(st.f_frsize)
+}
+
+fn available_memory() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, size) = unsafe { (libc::sysconf(libc::_SC_AVPHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    (pages.max(0) as u64).saturating_mul(size.max(0) as u64)
+}
+
+/// Creates a new POSIX shared-memory object: `O_CREAT | O_EXCL`, mode 0600, `len` bytes reserved.
+///
+/// The size is reserved with `posix_fallocate`, so a full `/dev/shm` is an error now rather than a
+/// `SIGBUS` on first touch later. A request larger than the free space is refused before anything
+/// is allocated. On any error the object is unlinked again.
+pub(crate) fn shm_create(name: &CStr, len: usize) -> Result<OwnedFd> {
+    let available = shm_available();
+    if len as u64 > available {
+        return Err(Error::SegmentTooLarge { requested: len as u64, available });
+    }
+    // SAFETY: `name` is a valid C string; the flags ask for a new object only.
+    let fd = unsafe {
+        libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600)
+    };
+    if fd < 0 {
+        return Err(last_os_error("shm_open"));
+    }
+    // SAFETY: shm_open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `fd` is open for writing; offset 0 and a positive length are valid.
+    let rc = unsafe { libc::posix_fallocate(fd.as_raw_fd(), 0, len as libc::off_t) };
+    if rc != 0 {
+        shm_unlink(name);
+        if rc == libc::ENOSPC || rc == libc::EFBIG {
+            return Err(Error::SegmentTooLarge { requested: len as u64, available: shm_available() });
+        }
+        return Err(Error::Sys { call: "posix_fallocate", source: io::Error::from_raw_os_error(rc) });
+    }
+    Ok(fd)
+}
+
+/// Opens an existing shared-memory object read-write; returns it with its size.
+pub(crate) fn shm_open(name: &CStr) -> Result<(OwnedFd, usize)> {
+    // SAFETY: `name` is a valid C string; no O_CREAT, so no mode is needed.
+    let fd = unsafe { libc::shm_open(name.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::NotFound {
+            return Err(Error::SegmentNotFound { name: name.to_string_lossy().into_owned() });
+        }
+        return Err(Error::Sys { call: "shm_open", source: e });
+    }
+    // SAFETY: shm_open returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is open and `st` is writable memory of the right type.
+    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(last_os_error("fstat"));
+    }
+    // SAFETY: fstat returned 0, so it filled `st`.
+    let size = unsafe { st.assume_init() }.st_size as usize;
+    Ok((fd, size))
+}
+
+/// Removes a shared-memory object's name. Errors are ignored: the name may already be gone.
+pub(crate) fn shm_unlink(name: &CStr) {
+    // SAFETY: `name` is a valid C string.
+    unsafe { libc::shm_unlink(name.as_ptr()) };
+}
+
+/// Fills `buf` from the kernel's random source.
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `buf`.
+        let n = unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::Sys { call: "getrandom", source: e });
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
