@@ -29,9 +29,14 @@ use crate::value::{AtomicValue, Slot};
 /// assert_eq!(s.iter().sum::<u64>(), 9);
 /// # Ok::<(), mproc::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct RawArray<T: ShmSafe> {
     data: ShmBox<[Slot<T>]>,
+}
+
+impl<T: ShmSafe> Clone for RawArray<T> {
+    fn clone(&self) -> Self {
+        RawArray { data: self.data.clone() }
+    }
 }
 
 impl<T: ShmSafe> fmt::Debug for RawArray<T> {
@@ -146,10 +151,15 @@ impl<T: AtomicValue> RawArray<T> {
 /// assert_eq!(a.to_vec()?, vec![1, 20, 3]);
 /// # Ok::<(), mproc::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct Array<T: ShmSafe> {
     lock: Lock,
     raw: RawArray<T>,
+}
+
+impl<T: ShmSafe> Clone for Array<T> {
+    fn clone(&self) -> Self {
+        Array { lock: self.lock.clone(), raw: self.raw.clone() }
+    }
 }
 
 impl<T: ShmSafe> fmt::Debug for Array<T> {

@@ -6,10 +6,11 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -27,7 +28,9 @@ struct Opened {
 /// An `flock` belongs to an *open file description*, and a forked child shares its parent's:
 /// locking an inherited descriptor gives **no exclusion** between parent and child. `FileLock`
 /// therefore notices when it is used in a process other than the one that opened the file and
-/// opens it again there. Within one process, threads are serialised by an ordinary mutex.
+/// opens it again there. Within one process, threads are serialised by a small lock word that
+/// records the holder's pid, so a copy inherited across fork — even one taken while the parent
+/// held the lock — is recognised as stale and taken over instead of blocking forever.
 ///
 /// The kernel drops an `flock` when its holder dies, so a crashed holder never blocks the others.
 /// Plain `flock` cannot say that this happened; [`FileLock::tracked`] can (it writes the holder's
@@ -48,10 +51,15 @@ struct Opened {
 pub struct FileLock {
     path: PathBuf,
     tracked: bool,
-    state: Mutex<Option<Opened>>,
-    /// Pid of the process whose thread holds `state` locked with an `flock` taken (0: none).
-    holder: AtomicI32,
+    /// In-process lock word: 0 when free, else the pid of the process whose thread holds it.
+    local: AtomicU32,
+    /// Accessed only by the thread that holds `local` with this process's pid.
+    state: UnsafeCell<Option<Opened>>,
 }
+
+// SAFETY: `state` is only touched by the thread that holds `local` (see `enter`), which makes
+// the access exclusive within a process; other processes have their own copies.
+unsafe impl Sync for FileLock {}
 
 impl std::fmt::Debug for FileLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,33 +71,44 @@ impl std::fmt::Debug for FileLock {
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct FileLockGuard<'a> {
     lock: &'a FileLock,
-    state: MutexGuard<'a, Option<Opened>>,
     exclusive: bool,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Drop for FileLockGuard<'_> {
     fn drop(&mut self) {
-        if let Some(o) = self.state.as_ref() {
+        // SAFETY: the guard holds `local`, so this thread has exclusive use of `state`.
+        if let Some(o) = unsafe { &*self.lock.state.get() } {
             if self.lock.tracked && self.exclusive {
                 let _ = o.file.write_at(&[0u8; PID_FIELD], 0);
             }
             let _ = o.file.unlock();
         }
-        self.lock.holder.store(0, Ordering::Relaxed);
+        self.lock.leave();
     }
 }
 
 const PID_FIELD: usize = 16;
 
+#[derive(Clone, Copy)]
 enum Mode {
     Exclusive,
     Shared,
 }
 
+/// The entered in-process lock, released on drop unless handed to a guard.
+struct Entered<'a>(&'a FileLock);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
 impl FileLock {
     /// A lock on `path` (created, mode 0600, when first locked). Nothing is opened yet.
     pub fn new(path: impl AsRef<Path>) -> FileLock {
-        FileLock { path: path.as_ref().to_owned(), tracked: false, state: Mutex::new(None), holder: AtomicI32::new(0) }
+        FileLock { path: path.as_ref().to_owned(), tracked: false, local: AtomicU32::new(0), state: UnsafeCell::new(None) }
     }
 
     /// Like [`FileLock::new`], but exclusive holders write their pid into the file, so a lock
@@ -104,20 +123,32 @@ impl FileLock {
         &self.path
     }
 
-    /// The file, open in this process (reopened after a fork).
-    fn state(&self) -> Result<MutexGuard<'_, Option<Opened>>, LockError<FileLockGuard<'_>>> {
-        let me = sys::current_pid();
-        let h = self.holder.load(Ordering::Relaxed);
-        if h != 0 && h != me {
-            // Our copy of the in-process mutex was locked by a thread of the parent when this
-            // process was forked; that thread does not exist here, so waiting would hang forever.
-            return Err(LockError::Failed(Error::InvalidState(format!(
-                "FileLock {} was held by process {h} when this process was forked from it; \
-                 release file locks before forking",
-                self.path.display()
-            ))));
+    /// Takes the in-process lock word. A word holding another pid was copied from the parent at
+    /// fork time; its holder does not exist in this process, so it is taken over.
+    fn enter(&self) -> Entered<'_> {
+        let me = sys::current_pid() as u32;
+        loop {
+            let cur = self.local.load(Ordering::Relaxed);
+            if cur != me && self.local.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return Entered(self);
+            }
+            if cur == me {
+                // Another thread of this process holds it: sleep until it leaves.
+                sys::futex_wait(&self.local, me, None);
+            }
         }
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    }
+
+    fn leave(&self) {
+        self.local.store(0, Ordering::Release);
+        sys::futex_wake_one(&self.local);
+    }
+
+    /// The file, open in this process (reopened after a fork). Called with `local` held.
+    fn file(&self) -> Result<&File, LockError<FileLockGuard<'_>>> {
+        let me = sys::current_pid();
+        // SAFETY: the caller holds `local`, so this thread has exclusive use of `state`.
+        let st = unsafe { &mut *self.state.get() };
         if st.as_ref().is_none_or(|o| o.pid != me) {
             let file = OpenOptions::new()
                 .read(true)
@@ -132,23 +163,21 @@ impl FileLock {
                         format!("cannot open lock file {}: {e}", self.path.display()),
                     )))
                 })?;
+            // Replacing an inherited copy closes only this process's descriptor; the parent's
+            // lock, if any, lives on through its own.
             *st = Some(Opened { pid: me, file });
         }
-        Ok(st)
+        Ok(&st.as_ref().expect("just opened").file)
     }
 
-    fn finish<'a>(
-        &'a self,
-        state: MutexGuard<'a, Option<Opened>>,
-        mode: Mode,
-    ) -> Result<FileLockGuard<'a>, LockError<FileLockGuard<'a>>> {
-        self.holder.store(sys::current_pid(), Ordering::Relaxed);
+    fn finish<'a>(&'a self, entered: Entered<'a>, mode: Mode) -> Result<FileLockGuard<'a>, LockError<FileLockGuard<'a>>> {
+        std::mem::forget(entered); // the guard releases `local` from now on
         let exclusive = matches!(mode, Mode::Exclusive);
-        let guard = FileLockGuard { lock: self, state, exclusive };
+        let guard = FileLockGuard { lock: self, exclusive, _not_send: PhantomData };
         if !(self.tracked && exclusive) {
             return Ok(guard);
         }
-        let file = &guard.state.as_ref().expect("opened by state()").file;
+        let file = self.file()?;
         let mut field = [0u8; PID_FIELD];
         let n = file.read_at(&mut field, 0).unwrap_or(0);
         let previous = std::str::from_utf8(&field[..n])
@@ -167,8 +196,8 @@ impl FileLock {
     }
 
     fn blocking(&self, mode: Mode) -> Result<FileLockGuard<'_>, LockError<FileLockGuard<'_>>> {
-        let st = self.state()?;
-        let file = &st.as_ref().expect("opened by state()").file;
+        let entered = self.enter();
+        let file = self.file()?;
         loop {
             let r = match mode {
                 Mode::Exclusive => file.lock(),
@@ -180,12 +209,12 @@ impl FileLock {
                 Err(e) => return Err(LockError::Failed(Error::Io(e))),
             }
         }
-        self.finish(st, mode)
+        self.finish(entered, mode)
     }
 
     fn attempt(&self, mode: Mode, deadline: Option<Instant>) -> Result<FileLockGuard<'_>, LockError<FileLockGuard<'_>>> {
-        let st = self.state()?;
-        let file = &st.as_ref().expect("opened by state()").file;
+        let entered = self.enter();
+        let file = self.file()?;
         let mut pause = Duration::from_micros(50);
         loop {
             let r = match mode {
@@ -204,7 +233,7 @@ impl FileLock {
             std::thread::sleep(pause.min(left));
             pause = (pause * 2).min(Duration::from_millis(5));
         }
-        self.finish(st, mode)
+        self.finish(entered, mode)
     }
 
     /// Takes the lock exclusively, waiting as long as it takes.

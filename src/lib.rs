@@ -119,6 +119,7 @@
 compile_error!("mproc supports Linux only (fork, robust pthread mutexes, shared futexes, pidfd, prctl).");
 
 mod array;
+pub mod book;
 mod error;
 mod file_lock;
 mod flag;

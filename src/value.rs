@@ -123,9 +123,14 @@ atomic_float!(f32 => AtomicU32, f64 => AtomicU64);
 /// assert_eq!(hits.load(), 5);
 /// # Ok::<(), mproc::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct RawValue<T: AtomicValue> {
     a: ShmBox<T::Atomic>,
+}
+
+impl<T: AtomicValue> Clone for RawValue<T> {
+    fn clone(&self) -> Self {
+        RawValue { a: self.a.clone() }
+    }
 }
 
 impl<T: AtomicValue> fmt::Debug for RawValue<T> {
@@ -195,10 +200,15 @@ impl<T: AtomicValue> RawValue<T> {
 /// assert_eq!(counter.get()?, 1);
 /// # Ok::<(), mproc::Error>(())
 /// ```
-#[derive(Clone)]
 pub struct Value<T: ShmSafe> {
     lock: Lock,
     slot: ShmBox<Slot<T>>,
+}
+
+impl<T: ShmSafe> Clone for Value<T> {
+    fn clone(&self) -> Self {
+        Value { lock: self.lock.clone(), slot: self.slot.clone() }
+    }
 }
 
 impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {

@@ -96,18 +96,21 @@ impl<G> std::error::Error for LockError<G> {}
 pub struct LockStats {
     /// Times the lock was taken.
     pub acquisitions: u64,
-    /// Times a locker found it held and had to wait.
+    /// Times a locker found it held and had to wait (including timed waits that gave up).
     pub contended: u64,
-    /// Total time lockers spent waiting.
+    /// Total time lockers spent waiting (including timed waits that gave up).
     pub wait: Duration,
+    /// Timed waits that gave up.
+    pub timeouts: u64,
 }
 
 /// The shared part of a lock: the mutex, the holder's pid, contention counters.
 ///
-/// The counters are written only by the holder, inside the critical section, with plain
-/// (relaxed load + store) updates: the mutex orders them, so no atomic read-modify-write is
-/// needed and they cost well under a nanosecond. Readers in other processes may see a value a
-/// few acquisitions old.
+/// The first three counters are written only by the holder, inside the critical section, with
+/// plain (relaxed load + store) updates: the mutex orders them, so no atomic read-modify-write
+/// is needed and they cost well under a nanosecond. Timed waits that give up do not hold the
+/// lock, so they count in separate fields with `fetch_add` (a rare, already slow path).
+/// Readers in other processes may see figures a few acquisitions old.
 #[repr(C)]
 pub(crate) struct RawLock {
     mutex: RobustMutex,
@@ -116,6 +119,8 @@ pub(crate) struct RawLock {
     acquisitions: AtomicU64,
     contended: AtomicU64,
     wait_ns: AtomicU64,
+    timeouts: AtomicU64,
+    timeout_wait_ns: AtomicU64,
 }
 
 // SAFETY: a robust mutex (itself ShmSafe), a bool and atomics; no pointers, valid when zeroed
@@ -133,6 +138,8 @@ impl RawLock {
             std::ptr::addr_of_mut!((*p).acquisitions).write(AtomicU64::new(0));
             std::ptr::addr_of_mut!((*p).contended).write(AtomicU64::new(0));
             std::ptr::addr_of_mut!((*p).wait_ns).write(AtomicU64::new(0));
+            std::ptr::addr_of_mut!((*p).timeouts).write(AtomicU64::new(0));
+            std::ptr::addr_of_mut!((*p).timeout_wait_ns).write(AtomicU64::new(0));
             RobustMutex::init(std::ptr::addr_of_mut!((*p).mutex), recursive)
         }
     }
@@ -190,7 +197,11 @@ impl RawLock {
                 Some(if pid == 0 { None } else { Some(pid) })
             }
             LockStatus::Busy => return Err(LockError::WouldBlock),
-            LockStatus::TimedOut => return Err(LockError::Timeout),
+            LockStatus::TimedOut => {
+                self.timeouts.fetch_add(1, Ordering::Relaxed);
+                self.timeout_wait_ns.fetch_add(nanos(waited), Ordering::Relaxed);
+                return Err(LockError::Timeout);
+            }
             LockStatus::Unrecoverable => return Err(LockError::Unrecoverable),
         };
         // Held from here on: the mutex orders these plain updates.
@@ -198,7 +209,7 @@ impl RawLock {
         bump(&self.acquisitions, 1);
         if contended {
             bump(&self.contended, 1);
-            bump(&self.wait_ns, waited.as_nanos().min(u64::MAX as u128) as u64);
+            bump(&self.wait_ns, nanos(waited));
         }
         match died {
             None => Ok(()),
@@ -218,10 +229,13 @@ impl RawLock {
     }
 
     pub(crate) fn stats(&self) -> LockStats {
+        let timeouts = self.timeouts.load(Ordering::Relaxed);
+        let wait = self.wait_ns.load(Ordering::Relaxed).saturating_add(self.timeout_wait_ns.load(Ordering::Relaxed));
         LockStats {
             acquisitions: self.acquisitions.load(Ordering::Relaxed),
-            contended: self.contended.load(Ordering::Relaxed),
-            wait: Duration::from_nanos(self.wait_ns.load(Ordering::Relaxed)),
+            contended: self.contended.load(Ordering::Relaxed) + timeouts,
+            wait: Duration::from_nanos(wait),
+            timeouts,
         }
     }
 
@@ -229,7 +243,13 @@ impl RawLock {
         self.acquisitions.store(0, Ordering::Relaxed);
         self.contended.store(0, Ordering::Relaxed);
         self.wait_ns.store(0, Ordering::Relaxed);
+        self.timeouts.store(0, Ordering::Relaxed);
+        self.timeout_wait_ns.store(0, Ordering::Relaxed);
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    d.as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 /// Add under the lock: a load and a store, not a locked read-modify-write.

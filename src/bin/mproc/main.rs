@@ -1,1 +1,43 @@
-fn main(){}
+//! The `mproc` command: the book's experiments, the contention tool and shared-memory utilities.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod counters;
+mod shm;
+
+/// Python's multiprocessing, done right: the experiments of High Performance Python's
+/// multiprocessing chapter, re-created with forked workers and shared memory.
+#[derive(Parser)]
+#[command(name = "mproc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// N processes each add 1 to a shared count M times, guarded six ways (or not).
+    Counters(counters::Args),
+    /// Named shared-memory segments: read one, list or clean up stale ones.
+    #[command(subcommand)]
+    Shm(shm::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Counters(a) => counters::run(a),
+        Command::Shm(c) => shm::run(c),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            eprintln!("mproc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The book's counters: guarded variants never lose an update.
+
+mod common;
+
+use mproc::book::counters::{self, Config, Variant};
+
+fn cfg(processes: u32, count: u64, dir: &std::path::Path) -> Config {
+    Config { processes, count, barrier: true, dir: dir.to_owned() }
+}
+
+#[test]
+fn four_processes_times_100k_end_at_exactly_400k_for_every_memory_guarded_variant() {
+    common::run("counters_400k", common::SECS(120), || {
+        let tmp = common::TempDir::new("c400k");
+        for v in [Variant::ValueLock, Variant::RawvalueAtomic, Variant::RawvalueLock] {
+            let o = counters::run(v, &cfg(4, 100_000, &tmp.0)).expect("run");
+            assert_eq!((o.expected, o.got, o.lost), (400_000, 400_000, 0), "{v}");
+        }
+    });
+}
+
+#[test]
+fn file_lock_four_processes_times_1000_end_at_exactly_4000() {
+    common::run("counters_file_lock", common::SECS(120), || {
+        let tmp = common::TempDir::new("cfile");
+        let o = counters::run(Variant::FileLock, &cfg(4, 1000, &tmp.0)).expect("run");
+        assert_eq!((o.got, o.lost), (4000, 0));
+        assert!(std::fs::read_dir(&tmp.0).unwrap().next().is_none(), "counter files left behind");
+    });
+}
+
+#[test]
+fn unguarded_variants_never_count_more_than_expected() {
+    common::run("counters_unguarded", common::SECS(120), || {
+        let tmp = common::TempDir::new("cnolock");
+        for v in [Variant::FileNolock, Variant::ValueNolock] {
+            let o = counters::run(v, &cfg(4, 500, &tmp.0)).expect("run");
+            assert!(o.got <= o.expected && o.got > 0, "{v}: {o:?}");
+            assert_eq!(o.lost, o.expected - o.got);
+        }
+    });
+}
+
+#[test]
+fn zero_processes_is_a_clear_error() {
+    let e = counters::run(Variant::ValueLock, &Config { processes: 0, ..Config::default() }).unwrap_err();
+    assert!(e.to_string().contains("processes"), "{e}");
+    let e = "bogus".parse::<Variant>().unwrap_err();
+    assert!(e.to_string().contains("rawvalue-atomic"), "{e}");
+}
