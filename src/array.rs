@@ -108,7 +108,10 @@ impl<T: ShmSafe> RawArray<T> {
     /// # Safety
     /// As for [`RawArray::as_mut_slice`], for the elements the view is used to touch.
     #[cfg(feature = "ndarray")]
-    pub unsafe fn view_mut<Sh: ndarray::ShapeBuilder>(&self, shape: Sh) -> Result<ndarray::ArrayViewMut<'_, T, Sh::Dim>> {
+    pub unsafe fn view_mut<Sh: ndarray::ShapeBuilder>(
+        &self,
+        shape: Sh,
+    ) -> Result<ndarray::ArrayViewMut<'_, T, Sh::Dim>> {
         let slice = unsafe { self.as_mut_slice() };
         ndarray::ArrayViewMut::from_shape(shape, slice)
             .map_err(|e| crate::Error::InvalidArgument(format!("shape does not fit {} elements: {e}", self.len())))

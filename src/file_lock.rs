@@ -4,9 +4,9 @@
 //! is not used: it is unmaintained, and its `lock_shared`/`unlock` methods are now shadowed by
 //! std's inherent methods of the same names, which silently changes which code runs.
 
+use std::cell::UnsafeCell;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::cell::UnsafeCell;
 use std::marker::PhantomData;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -53,6 +53,8 @@ pub struct FileLock {
     tracked: bool,
     /// In-process lock word: 0 when free, else the pid of the process whose thread holds it.
     local: AtomicU32,
+    /// Threads of this process asleep on `local` (so `leave` skips the wake-up syscall if none).
+    waiters: AtomicU32,
     /// Accessed only by the thread that holds `local` with this process's pid.
     state: UnsafeCell<Option<Opened>>,
 }
@@ -108,7 +110,13 @@ impl Drop for Entered<'_> {
 impl FileLock {
     /// A lock on `path` (created, mode 0600, when first locked). Nothing is opened yet.
     pub fn new(path: impl AsRef<Path>) -> FileLock {
-        FileLock { path: path.as_ref().to_owned(), tracked: false, local: AtomicU32::new(0), state: UnsafeCell::new(None) }
+        FileLock {
+            path: path.as_ref().to_owned(),
+            tracked: false,
+            local: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            state: UnsafeCell::new(None),
+        }
     }
 
     /// Like [`FileLock::new`], but exclusive holders write their pid into the file, so a lock
@@ -129,19 +137,25 @@ impl FileLock {
         let me = sys::current_pid() as u32;
         loop {
             let cur = self.local.load(Ordering::Relaxed);
-            if cur != me && self.local.compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if cur != me && self.local.compare_exchange(cur, me, Ordering::SeqCst, Ordering::Relaxed).is_ok() {
                 return Entered(self);
             }
             if cur == me {
-                // Another thread of this process holds it: sleep until it leaves.
+                // Another thread of this process holds it: sleep until it leaves. `waiters` is
+                // raised before the kernel re-checks `local`, and `leave` clears `local` before
+                // reading `waiters` (SeqCst both): one of the two always sees the other.
+                self.waiters.fetch_add(1, Ordering::SeqCst);
                 sys::futex_wait(&self.local, me, None);
+                self.waiters.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
 
     fn leave(&self) {
-        self.local.store(0, Ordering::Release);
-        sys::futex_wake_one(&self.local);
+        self.local.store(0, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            sys::futex_wake_one(&self.local);
+        }
     }
 
     /// The file, open in this process (reopened after a fork). Called with `local` held.
@@ -170,7 +184,11 @@ impl FileLock {
         Ok(&st.as_ref().expect("just opened").file)
     }
 
-    fn finish<'a>(&'a self, entered: Entered<'a>, mode: Mode) -> Result<FileLockGuard<'a>, LockError<FileLockGuard<'a>>> {
+    fn finish<'a>(
+        &'a self,
+        entered: Entered<'a>,
+        mode: Mode,
+    ) -> Result<FileLockGuard<'a>, LockError<FileLockGuard<'a>>> {
         std::mem::forget(entered); // the guard releases `local` from now on
         let exclusive = matches!(mode, Mode::Exclusive);
         let guard = FileLockGuard { lock: self, exclusive, _not_send: PhantomData };
@@ -212,7 +230,11 @@ impl FileLock {
         self.finish(entered, mode)
     }
 
-    fn attempt(&self, mode: Mode, deadline: Option<Instant>) -> Result<FileLockGuard<'_>, LockError<FileLockGuard<'_>>> {
+    fn attempt(
+        &self,
+        mode: Mode,
+        deadline: Option<Instant>,
+    ) -> Result<FileLockGuard<'_>, LockError<FileLockGuard<'_>>> {
         let entered = self.enter();
         let file = self.file()?;
         let mut pause = Duration::from_micros(50);

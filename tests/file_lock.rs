@@ -16,7 +16,7 @@ fn parent_and_forked_child_using_the_same_filelock_value_exclude_each_other() {
         let g = lock.lock().unwrap();
         let mut p = Process::spawn(|| match lock.try_lock() {
             Err(LockError::WouldBlock) => 0,
-            Ok(_) => 10,   // no exclusion: the bug an inherited flock descriptor causes
+            Ok(_) => 10, // no exclusion: the bug an inherited flock descriptor causes
             Err(_) => 20,
         })
         .unwrap();

@@ -37,10 +37,9 @@ pub struct Arena {
 impl Arena {
     /// An arena over a new anonymous segment of at least `len` bytes.
     pub fn new(len: usize) -> Result<Arena> {
-        let seg = Segment::anonymous(len.checked_add(OBJECT_ALIGN).ok_or(Error::SegmentTooLarge {
-            requested: len as u64,
-            available: 0,
-        })?)?;
+        let seg = Segment::anonymous(
+            len.checked_add(OBJECT_ALIGN).ok_or(Error::SegmentTooLarge { requested: len as u64, available: 0 })?,
+        )?;
         Ok(Arena { map: seg.map })
     }
 
@@ -62,9 +61,10 @@ impl Arena {
         let mut cur = self.next().load(Ordering::Relaxed);
         loop {
             let start = cur.max(OBJECT_ALIGN).next_multiple_of(align);
-            let end = start.checked_add(size).filter(|&e| e <= self.map.len()).ok_or_else(|| {
-                Error::ArenaFull { requested: size, remaining: self.map.len().saturating_sub(start) }
-            })?;
+            let end = start
+                .checked_add(size)
+                .filter(|&e| e <= self.map.len())
+                .ok_or_else(|| Error::ArenaFull { requested: size, remaining: self.map.len().saturating_sub(start) })?;
             // Relaxed suffices: the counter only hands out disjoint ranges; the objects placed in
             // them are published to other processes by whatever shares their handles (a fork, or
             // a flag or lock with its own ordering).
@@ -79,7 +79,12 @@ impl Arena {
     /// Moves `value` into the arena.
     pub fn alloc<T: ShmSafe>(&self, value: T) -> Result<ShmBox<T>> {
         // SAFETY: the closure writes a whole `T`.
-        unsafe { self.alloc_in_place(|p: *mut T| Ok(p.write(value))) }
+        unsafe {
+            self.alloc_in_place(|p: *mut T| {
+                p.write(value);
+                Ok(())
+            })
+        }
     }
 
     /// Builds a `T` in place in the arena.
@@ -95,7 +100,8 @@ impl Arena {
 
     /// `len` zeroed elements in the arena.
     pub fn alloc_zeroed_slice<T: ShmSafe>(&self, len: usize) -> Result<ShmBox<[T]>> {
-        let layout = Layout::array::<T>(len).map_err(|_| Error::ArenaFull { requested: usize::MAX, remaining: self.remaining() })?;
+        let layout = Layout::array::<T>(len)
+            .map_err(|_| Error::ArenaFull { requested: usize::MAX, remaining: self.remaining() })?;
         let p = self.reserve(layout)?.cast::<T>();
         // SAFETY: the range was never handed out before, so it is still zero-filled, which
         // `T: ShmSafe` makes valid; it is aligned and inside the mapping.

@@ -18,6 +18,6 @@ mod shmbox;
 
 pub use arena::Arena;
 pub use safe::ShmSafe;
+pub(crate) use segment::Mapping;
 pub use segment::Segment;
 pub use shmbox::ShmBox;
-pub(crate) use segment::Mapping;

@@ -54,8 +54,7 @@ impl Drop for Mapping {
 
 fn round_to_page(len: usize) -> Result<usize> {
     let page = sys::page_size();
-    len.checked_next_multiple_of(page)
-        .ok_or(Error::SegmentTooLarge { requested: len as u64, available: 0 })
+    len.checked_next_multiple_of(page).ok_or(Error::SegmentTooLarge { requested: len as u64, available: 0 })
 }
 
 /// A shared-memory segment: anonymous (shared with forked children) or named (shared with any
@@ -99,8 +98,8 @@ impl Segment {
         let mut rnd = [0u8; 6];
         sys::random_bytes(&mut rnd)?;
         let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
-        let name = CString::new(format!("/{NAME_PREFIX}{}-{hex}", sys::current_pid()))
-            .expect("generated name has no NUL");
+        let name =
+            CString::new(format!("/{NAME_PREFIX}{}-{hex}", sys::current_pid())).expect("generated name has no NUL");
         let fd = sys::shm_create(&name, len)?;
         let map = match sys::map_fd(&fd, len) {
             Ok(m) => m,

@@ -47,7 +47,12 @@ impl<T: ShmSafe> ShmBox<T> {
     /// Moves `value` into its own anonymous shared segment.
     pub fn new(value: T) -> Result<ShmBox<T>> {
         // SAFETY: the closure writes a whole `T` into the fresh slot.
-        unsafe { Self::new_in_place(|p: *mut T| Ok(p.write(value))) }
+        unsafe {
+            Self::new_in_place(|p: *mut T| {
+                p.write(value);
+                Ok(())
+            })
+        }
     }
 
     /// Builds a `T` in place in its own anonymous shared segment; for types that must not move

@@ -47,12 +47,7 @@ fn state(parties: u32) -> Result<BarrierState> {
     if parties == 0 {
         return Err(Error::InvalidArgument("a barrier needs at least 1 party".into()));
     }
-    Ok(BarrierState {
-        parties,
-        arrived: AtomicU32::new(0),
-        generation: AtomicU32::new(0),
-        broken: AtomicU32::new(0),
-    })
+    Ok(BarrierState { parties, arrived: AtomicU32::new(0), generation: AtomicU32::new(0), broken: AtomicU32::new(0) })
 }
 
 impl Barrier {

@@ -54,14 +54,7 @@ pub(crate) fn map_shared_anonymous(len: usize) -> Result<Mapped> {
 pub(crate) fn map_fd(fd: &OwnedFd, len: usize) -> Result<Mapped> {
     // SAFETY: a fresh MAP_SHARED mapping of a file we hold open; a null hint aliases nothing.
     let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
     };
     if p == libc::MAP_FAILED {
         return Err(last_os_error("mmap"));
@@ -109,9 +102,8 @@ pub(crate) fn shm_create(name: &CStr, len: usize) -> Result<OwnedFd> {
         return Err(Error::SegmentTooLarge { requested: len as u64, available });
     }
     // SAFETY: `name` is a valid C string; the flags ask for a new object only.
-    let fd = unsafe {
-        libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600)
-    };
+    let fd =
+        unsafe { libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
     if fd < 0 {
         return Err(last_os_error("shm_open"));
     }

@@ -25,18 +25,19 @@
 //! Anything shared across the fork must live in a `MAP_SHARED` mapping: a private copy-on-write
 //! page written by the child is never seen by the parent.
 
+#![allow(clippy::disallowed_methods)] // the one place raw calls are allowed
+
 mod futex;
 mod mem;
 mod proc;
 mod pthread;
 
-pub(crate) use futex::{futex_wait, futex_wake_all, futex_wake_one, FutexWait};
+pub(crate) use futex::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 pub(crate) use mem::{
-    map_fd, map_shared_anonymous, page_size, random_bytes, shm_create, shm_open,
-    shm_unlink, unmap, Mapped,
+    Mapped, map_fd, map_shared_anonymous, page_size, random_bytes, shm_create, shm_open, shm_unlink, unmap,
 };
 pub(crate) use proc::{
-    child_prepare, current_pid, exit_now, fork, kill, pid_alive, thread_count,
-    wait_exit, wait_readable, PidFd, Fork, WaitOutcome,
+    Fork, PidFd, WaitOutcome, child_prepare, current_pid, exit_now, fork, kill, pid_alive, thread_count, wait_exit,
+    wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};

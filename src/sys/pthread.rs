@@ -58,11 +58,7 @@ unsafe impl Send for RobustMutex {}
 unsafe impl crate::shm::ShmSafe for RobustMutex {}
 
 fn check(call: &'static str, rc: libc::c_int) -> Result<()> {
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(Error::Sys { call, source: std::io::Error::from_raw_os_error(rc) })
-    }
+    if rc == 0 { Ok(()) } else { Err(Error::Sys { call, source: std::io::Error::from_raw_os_error(rc) }) }
 }
 
 fn status(rc: libc::c_int) -> LockStatus {
@@ -92,10 +88,15 @@ impl RobustMutex {
             check("pthread_mutexattr_init", libc::pthread_mutexattr_init(attr.as_mut_ptr()))?;
             let a = attr.as_mut_ptr();
             let kind = if recursive { libc::PTHREAD_MUTEX_RECURSIVE } else { libc::PTHREAD_MUTEX_NORMAL };
-            let r = check("pthread_mutexattr_setpshared", libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED))
-                .and_then(|()| check("pthread_mutexattr_setrobust", libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST)))
-                .and_then(|()| check("pthread_mutexattr_settype", libc::pthread_mutexattr_settype(a, kind)))
-                .and_then(|()| check("pthread_mutex_init", libc::pthread_mutex_init((*this).0.get(), a)));
+            let r = check(
+                "pthread_mutexattr_setpshared",
+                libc::pthread_mutexattr_setpshared(a, libc::PTHREAD_PROCESS_SHARED),
+            )
+            .and_then(|()| {
+                check("pthread_mutexattr_setrobust", libc::pthread_mutexattr_setrobust(a, libc::PTHREAD_MUTEX_ROBUST))
+            })
+            .and_then(|()| check("pthread_mutexattr_settype", libc::pthread_mutexattr_settype(a, kind)))
+            .and_then(|()| check("pthread_mutex_init", libc::pthread_mutex_init((*this).0.get(), a)));
             libc::pthread_mutexattr_destroy(a);
             r
         }
@@ -151,11 +152,12 @@ pub(crate) fn monotonic_deadline(timeout: Duration) -> libc::timespec {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    let mut sec = (now.tv_sec as i64).saturating_add(timeout.as_secs().min(i64::MAX as u64 / 2) as i64);
-    let mut nsec = now.tv_nsec as i64 + i64::from(timeout.subsec_nanos());
+    let mut sec = now.tv_sec.saturating_add(timeout.as_secs().min(i64::MAX as u64 / 2) as i64);
+    let mut nsec = now.tv_nsec + i64::from(timeout.subsec_nanos());
     if nsec >= 1_000_000_000 {
         nsec -= 1_000_000_000;
         sec = sec.saturating_add(1);
     }
-    libc::timespec { tv_sec: sec as libc::time_t, tv_nsec: nsec as _ }
+    // time_t and c_long are i64 on the 64-bit targets mproc supports.
+    libc::timespec { tv_sec: sec, tv_nsec: nsec }
 }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Formatting, clippy (warnings are errors) and docs (warnings are errors).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo fmt --all -- --check
+cargo clippy --all-targets --all-features --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
+echo "lint: fmt, clippy and doc are clean"

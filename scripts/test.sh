@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# `make test`: everything CI runs. Installs what the tests need, runs lint, every test (unit,
+# integration, doc, and the criterion benches once each in test mode), then checks that nothing
+# was left behind: no mproc segment in /dev/shm whose creator is gone, no stray test process.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+if cargo clippy --version >/dev/null 2>&1 && cargo fmt --version >/dev/null 2>&1; then
+    bash scripts/lint.sh
+elif [ "${CI:-}" = "true" ]; then
+    echo "test: clippy/rustfmt missing (rustup component add clippy rustfmt)" >&2; exit 1
+else
+    echo "test: clippy/rustfmt not installed; skipping lint (CI runs it)"
+fi
+
+cargo test --all-features --all-targets
+cargo test --all-features --doc
+
+# Leftovers: segments of processes that no longer exist, and test binaries still running.
+leaked=""
+for f in /dev/shm/mproc-*; do
+    [ -e "$f" ] || continue
+    pid=$(basename "$f" | cut -d- -f2)
+    kill -0 "$pid" 2>/dev/null || leaked="$leaked $(basename "$f")"
+done
+if [ -n "$leaked" ]; then
+    echo "test: FAILED: /dev/shm segments left behind:$leaked" >&2; exit 1
+fi
+strays=$(pgrep -f "$(pwd)/target/debug/deps/" || true)
+if [ -n "$strays" ]; then
+    echo "test: FAILED: test processes left running: $strays" >&2; exit 1
+fi
+echo "test: no /dev/shm segment and no test process left behind"
