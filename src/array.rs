@@ -112,6 +112,7 @@ impl<T: ShmSafe> RawArray<T> {
         &self,
         shape: Sh,
     ) -> Result<ndarray::ArrayViewMut<'_, T, Sh::Dim>> {
+        // SAFETY: forwarded: the caller upholds `as_mut_slice`'s contract for what the view touches.
         let slice = unsafe { self.as_mut_slice() };
         ndarray::ArrayViewMut::from_shape(shape, slice)
             .map_err(|e| crate::Error::InvalidArgument(format!("shape does not fit {} elements: {e}", self.len())))

@@ -70,6 +70,7 @@
 //! let lock = Lock::new()?;
 //! let mut child = Process::spawn(|| {
 //!     let _g = lock.lock();
+//!     // SAFETY: raise has no memory-safety preconditions.
 //!     unsafe { libc::raise(libc::SIGKILL) }; // dies holding the lock
 //! })?;
 //! child.join()?;
@@ -113,7 +114,10 @@
 //!
 //! # Crate features
 //! - `ndarray`: [`RawArray::view_mut`], an `ndarray` view over shared memory.
-//! - `redis`: Redis-backed flag and counter (the book's Redis variants).
+//! - `redis`: Redis-backed flag and counter (the book's Redis variants; being built).
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("mproc supports Linux only (fork, robust pthread mutexes, shared futexes, pidfd, prctl).");
