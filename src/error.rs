@@ -41,6 +41,35 @@ pub enum Error {
         message: String,
     },
 
+    /// Some tasks of a `map` (or `starmap`) failed; the others succeeded. `first` is the failure of
+    /// the lowest-numbered failed task.
+    #[error("{failed} of {total} tasks failed; first: {first}")]
+    MapFailed {
+        /// How many tasks failed.
+        failed: usize,
+        /// How many tasks the call had.
+        total: usize,
+        /// The first failure.
+        first: Box<Error>,
+    },
+
+    /// A task's argument or result is larger than the Pool's message limit.
+    #[error("the {what} of task {task} is {size} bytes; the pool's limit is {limit} (PoolBuilder::max_message_bytes)")]
+    MessageTooLarge {
+        /// `"argument"` or `"result"`.
+        what: &'static str,
+        /// The task.
+        task: u64,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+
+    /// The pool was closed or terminated and takes no more work.
+    #[error("the pool is closed (or was terminated) and takes no more work")]
+    PoolClosed,
+
     /// The previous holder of a lock died while holding it. The lock was made consistent and
     /// works again; data it protected may be half-updated.
     #[error("the previous holder of the lock{} died while holding it; the lock was recovered", describe_pid(*.pid))]
@@ -141,6 +170,16 @@ fn describe_task(task: Option<u64>) -> String {
 
 fn describe_pid(pid: Option<i32>) -> String {
     pid.map_or_else(String::new, |p| format!(" (pid {p})"))
+}
+
+impl Error {
+    /// The underlying failure: for [`Error::MapFailed`] its first failure, otherwise itself.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::MapFailed { first, .. } => first.root(),
+            e => e,
+        }
+    }
 }
 
 /// `Result` with [`Error`].

@@ -31,6 +31,7 @@ mod futex;
 mod mem;
 mod proc;
 mod pthread;
+mod signal;
 
 pub(crate) use futex::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 pub(crate) use mem::{
@@ -41,3 +42,4 @@ pub(crate) use proc::{
     wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};
+pub(crate) use signal::{EventFd, SigintGuard, ignore_signal, take_sigint};
