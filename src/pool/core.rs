@@ -205,7 +205,14 @@ impl Core {
         Ok(())
     }
 
-    pub(crate) fn submit(&mut self, tramp: usize, func: usize, chunksize: usize, source: Box<dyn Source>, sink: Box<dyn Sink>) -> Result<u64> {
+    pub(crate) fn submit(
+        &mut self,
+        tramp: usize,
+        func: usize,
+        chunksize: usize,
+        source: Box<dyn Source>,
+        sink: Box<dyn Sink>,
+    ) -> Result<u64> {
         self.check_open()?;
         if chunksize == 0 {
             return Err(Error::InvalidArgument("chunksize must be at least 1".into()));
@@ -259,7 +266,8 @@ impl Core {
             return Some(e);
         }
         let max_bytes = self.slots[0].input.max_record() - TASK_HDR;
-        let ids: Vec<u64> = self.jobs.iter().filter(|(_, j)| !j.abandoned && !j.source.exhausted()).map(|(&id, _)| id).collect();
+        let ids: Vec<u64> =
+            self.jobs.iter().filter(|(_, j)| !j.abandoned && !j.source.exhausted()).map(|(&id, _)| id).collect();
         for id in ids {
             let mut buf = self.buf();
             let job = self.jobs.get_mut(&id).expect("listed above");
@@ -289,7 +297,14 @@ impl Core {
                 }
                 let Some(e) = self.next_entry() else { return };
                 let Some(job) = self.jobs.get(&e.job) else { continue };
-                let h = TaskHeader { job: e.job, first: e.first, start: e.start, end: e.end, tramp: job.tramp, func: job.func };
+                let h = TaskHeader {
+                    job: e.job,
+                    first: e.first,
+                    start: e.start,
+                    end: e.end,
+                    tramp: job.tramp,
+                    func: job.func,
+                };
                 let s = &mut self.slots[i];
                 let pushed = s.input.try_push_with(wire::TASK, TASK_HDR + e.bytes.len(), |b| {
                     b[..TASK_HDR].copy_from_slice(wire::header_bytes(&h));
@@ -365,8 +380,12 @@ impl Core {
     /// Checks every worker's pidfd without blocking and handles the dead.
     fn check_deaths(&mut self) -> Result<()> {
         self.last_death_check = Instant::now();
-        let fds: Vec<(usize, i32)> =
-            self.slots.iter().enumerate().filter_map(|(i, s)| s.pidfd.as_ref().filter(|_| s.alive).map(|p| (i, p.as_raw_fd()))).collect();
+        let fds: Vec<(usize, i32)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.pidfd.as_ref().filter(|_| s.alive).map(|p| (i, p.as_raw_fd())))
+            .collect();
         let raw: Vec<i32> = fds.iter().map(|&(_, fd)| fd).collect();
         for k in sys::wait_readable(&raw, Some(Duration::ZERO))? {
             self.reap(fds[k].0)?;
@@ -521,7 +540,13 @@ impl Core {
                 return Err(Error::PoolClosed);
             }
             self.dispatch();
-            if self.collect() > 0 {
+            let answered = self.collect();
+            // Dispatch may have just found the job's source exhausted, with every answer already
+            // in: that is completion, and no worker will wake us for it. Check before sleeping.
+            if done(self) {
+                return Ok(true);
+            }
+            if answered > 0 {
                 if self.last_death_check.elapsed() > Duration::from_millis(1) {
                     self.check_deaths()?;
                 }

@@ -13,7 +13,13 @@ pub(crate) trait Source {
     /// Encodes up to `max_items` contiguous items (at most `max_bytes`) into `buf`; returns the
     /// index of the first and their number, or `None` when no item is left. Items that cannot be
     /// sent (encoding failed, too large) go to `rejected` instead, and end the chunk.
-    fn next_chunk(&mut self, buf: &mut Vec<u8>, max_items: usize, max_bytes: usize, rejected: &mut Vec<(u64, Error)>) -> Option<(u64, u32)>;
+    fn next_chunk(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max_items: usize,
+        max_bytes: usize,
+        rejected: &mut Vec<(u64, Error)>,
+    ) -> Option<(u64, u32)>;
     /// Items taken so far (sent or rejected).
     fn produced(&self) -> u64;
     /// Whether every item has been taken.
@@ -36,7 +42,13 @@ impl<I: Iterator, W> IterSource<I, W> {
 }
 
 impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
-    fn next_chunk(&mut self, buf: &mut Vec<u8>, max_items: usize, max_bytes: usize, rejected: &mut Vec<(u64, Error)>) -> Option<(u64, u32)> {
+    fn next_chunk(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max_items: usize,
+        max_bytes: usize,
+        rejected: &mut Vec<(u64, Error)>,
+    ) -> Option<(u64, u32)> {
         buf.clear();
         let mut first = None;
         let mut count = 0u32;
@@ -64,7 +76,10 @@ impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
                 }
             };
             if bytes.len() > max_bytes {
-                rejected.push((idx, Error::MessageTooLarge { what: "argument", task: idx, size: bytes.len(), limit: max_bytes }));
+                rejected.push((
+                    idx,
+                    Error::MessageTooLarge { what: "argument", task: idx, size: bytes.len(), limit: max_bytes },
+                ));
                 self.scratch = bytes;
                 if count > 0 {
                     break;

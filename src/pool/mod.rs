@@ -196,7 +196,11 @@ unsafe fn tramp_map<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: *const (), func: u
 
 /// # Safety
 /// `ctx` points to a live `Ctx` and `func` was made from an `fn(&Ctx, A, B) -> R`.
-unsafe fn tramp_star<Ctx, A, B, R, WI: Wire<(A, B)>, WO: Wire<R>>(ctx: *const (), func: usize, run: &mut ChunkRun<'_, '_>) {
+unsafe fn tramp_star<Ctx, A, B, R, WI: Wire<(A, B)>, WO: Wire<R>>(
+    ctx: *const (),
+    func: usize,
+    run: &mut ChunkRun<'_, '_>,
+) {
     // SAFETY: per the contract, `func` is an `fn(&Ctx, A, B) -> R` of this binary.
     let f: fn(&Ctx, A, B) -> R = unsafe { std::mem::transmute::<usize, fn(&Ctx, A, B) -> R>(func) };
     // SAFETY: per the contract.
@@ -339,31 +343,58 @@ impl<Ctx> Pool<Ctx> {
     ///
     /// If some tasks fail, the others still run and the call returns [`Error::MapFailed`] with
     /// the count and the first failure ([`Error::root`] gets at it).
-    pub fn map<T, R>(&self, f: fn(&Ctx, T) -> R, items: impl IntoIterator<Item = T>, chunksize: Option<usize>) -> Result<Vec<R>>
+    pub fn map<T, R>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
     where
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         let (items, c) = self.chunks(items, chunksize)?;
-        let id = self.submit::<T, R, Postcard, Postcard>(tramp_map::<Ctx, T, R, Postcard, Postcard>, f as usize, items.into_iter(), c, true)?;
+        let id = self.submit::<T, R, Postcard, Postcard>(
+            tramp_map::<Ctx, T, R, Postcard, Postcard>,
+            f as usize,
+            items.into_iter(),
+            c,
+            true,
+        )?;
         self.run_all::<R, Postcard>(id)
     }
 
     /// [`Pool::map`] for plain data (`Copy` types made of numbers, such as `u64`, `[f64; 4]`, or
     /// your own `#[repr(C)]` `ShmSafe` structs): arguments and results are copied as bytes, with
     /// no encoding at all.
-    pub fn map_plain<T, R>(&self, f: fn(&Ctx, T) -> R, items: impl IntoIterator<Item = T>, chunksize: Option<usize>) -> Result<Vec<R>>
+    pub fn map_plain<T, R>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
     where
         T: Copy + ShmSafe + 'static,
         R: Copy + ShmSafe + 'static,
     {
         let (items, c) = self.chunks(items, chunksize)?;
-        let id = self.submit::<T, R, Plain, Plain>(tramp_map::<Ctx, T, R, Plain, Plain>, f as usize, items.into_iter(), c, true)?;
+        let id = self.submit::<T, R, Plain, Plain>(
+            tramp_map::<Ctx, T, R, Plain, Plain>,
+            f as usize,
+            items.into_iter(),
+            c,
+            true,
+        )?;
         self.run_all::<R, Plain>(id)
     }
 
     /// Like [`Pool::map`], for a function of two arguments given as pairs.
-    pub fn starmap<A, B, R>(&self, f: fn(&Ctx, A, B) -> R, items: impl IntoIterator<Item = (A, B)>, chunksize: Option<usize>) -> Result<Vec<R>>
+    pub fn starmap<A, B, R>(
+        &self,
+        f: fn(&Ctx, A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
     where
         A: Serialize + DeserializeOwned + 'static,
         B: Serialize + DeserializeOwned + 'static,
@@ -389,19 +420,36 @@ impl<Ctx> Pool<Ctx> {
         I: IntoIterator<Item = T>,
         I::IntoIter: 'static,
     {
-        let id = self.submit::<T, R, Postcard, Postcard>(tramp_map::<Ctx, T, R, Postcard, Postcard>, f as usize, items.into_iter(), chunksize, true)?;
+        let id = self.submit::<T, R, Postcard, Postcard>(
+            tramp_map::<Ctx, T, R, Postcard, Postcard>,
+            f as usize,
+            items.into_iter(),
+            chunksize,
+            true,
+        )?;
         Ok(ResultIter { pool: self, id, finished: false, _r: PhantomData })
     }
 
     /// Like [`Pool::imap`], but results come in the order they finish.
-    pub fn imap_unordered<T, R, I>(&self, f: fn(&Ctx, T) -> R, items: I, chunksize: usize) -> Result<ResultIter<'_, Ctx, R>>
+    pub fn imap_unordered<T, R, I>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        items: I,
+        chunksize: usize,
+    ) -> Result<ResultIter<'_, Ctx, R>>
     where
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
         I: IntoIterator<Item = T>,
         I::IntoIter: 'static,
     {
-        let id = self.submit::<T, R, Postcard, Postcard>(tramp_map::<Ctx, T, R, Postcard, Postcard>, f as usize, items.into_iter(), chunksize, false)?;
+        let id = self.submit::<T, R, Postcard, Postcard>(
+            tramp_map::<Ctx, T, R, Postcard, Postcard>,
+            f as usize,
+            items.into_iter(),
+            chunksize,
+            false,
+        )?;
         Ok(ResultIter { pool: self, id, finished: false, _r: PhantomData })
     }
 
@@ -421,7 +469,13 @@ impl<Ctx> Pool<Ctx> {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let id = self.submit::<T, R, Postcard, Postcard>(tramp_map::<Ctx, T, R, Postcard, Postcard>, f as usize, std::iter::once(arg), 1, true)?;
+        let id = self.submit::<T, R, Postcard, Postcard>(
+            tramp_map::<Ctx, T, R, Postcard, Postcard>,
+            f as usize,
+            std::iter::once(arg),
+            1,
+            true,
+        )?;
         Ok(AsyncResult { pool: self, id, taken: false, _r: PhantomData })
     }
 

@@ -57,7 +57,11 @@ pub(crate) struct ChunkRun<'a, 'w> {
 }
 
 /// Runs items `start..end` of a chunk with `call`, publishing tagged results.
-pub(crate) fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<'_, '_>, call: impl Fn(&Ctx, T) -> R) {
+pub(crate) fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(
+    ctx: &Ctx,
+    run: &mut ChunkRun<'_, '_>,
+    call: impl Fn(&Ctx, T) -> R,
+) {
     let h = run.h;
     let mut input = run.items;
     run.out.begin(h.job, h.first + u64::from(h.start));
@@ -118,7 +122,16 @@ pub(crate) struct ResultWriter<'a> {
 
 impl<'a> ResultWriter<'a> {
     pub(crate) fn new(ring: Ring, wake: &'a EventFd) -> Self {
-        ResultWriter { limit: ring.max_record(), ring, wake, buf: Vec::new(), scratch: Vec::new(), job: 0, first: 0, count: 0 }
+        ResultWriter {
+            limit: ring.max_record(),
+            ring,
+            wake,
+            buf: Vec::new(),
+            scratch: Vec::new(),
+            job: 0,
+            first: 0,
+            count: 0,
+        }
     }
 
     fn begin(&mut self, job: u64, first: u64) {
@@ -219,7 +232,14 @@ fn next_record(input: &Ring) -> (u32, &[u8]) {
 }
 
 /// The worker's loop: run chunks until told to stop or `max_tasks` are done. Returns the exit code.
-pub(crate) fn serve(ctx: *const (), input: Ring, output: Ring, shared: &WorkerShared, wake: &EventFd, max_tasks: Option<u64>) -> i32 {
+pub(crate) fn serve(
+    ctx: *const (),
+    input: Ring,
+    output: Ring,
+    shared: &WorkerShared,
+    wake: &EventFd,
+    max_tasks: Option<u64>,
+) -> i32 {
     let mut out = ResultWriter::new(output, wake);
     let mut done = 0u64;
     loop {

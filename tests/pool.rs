@@ -1,0 +1,337 @@
+//! Pool: results in order and exactly once, dead workers, panics, limits, bad input, Ctrl-C.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mproc::{Error, Flag, OnWorkerDeath, Pool, RawValue};
+
+fn now_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+#[test]
+fn map_over_100k_items_returns_every_value_in_order_for_several_chunksizes() {
+    common::run("pool_map_order", common::SECS(120), || {
+        let pool = Pool::new(2).unwrap();
+        let want: Vec<u64> = (0..100_000u64).map(|x| x * 3 + 1).collect();
+        for chunk in [Some(1), Some(7), Some(1000), None, Some(1_000_000)] {
+            let got = pool.map(|_, x: u64| x * 3 + 1, 0..100_000u64, chunk).unwrap();
+            assert_eq!(got, want, "chunksize {chunk:?}");
+        }
+        let plain = pool.map_plain(|_, x: u32| [x, x * 2], 0..10_000u32, None).unwrap();
+        assert!(plain.iter().enumerate().all(|(i, p)| *p == [i as u32, 2 * i as u32]));
+        let strings =
+            pool.map(|_, s: String| s.len(), vec!["a".to_string(), "bcd".into(), String::new()], Some(1)).unwrap();
+        assert_eq!(strings, vec![1, 3, 0]);
+        assert_eq!(pool.map(|_, x: u8| x, Vec::<u8>::new(), None).unwrap(), Vec::<u8>::new());
+    });
+}
+
+#[test]
+fn imap_unordered_yields_each_result_exactly_once_and_imap_in_order() {
+    common::run("pool_imap", common::SECS(60), || {
+        let pool = Pool::new(2).unwrap();
+        let mut seen: Vec<u64> =
+            pool.imap_unordered(|_, x: u64| x, 0..20_000u64, 3).unwrap().map(Result::unwrap).collect();
+        assert_eq!(seen.len(), 20_000);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..20_000).collect::<Vec<_>>());
+        let ordered: Vec<u64> = pool.imap(|_, x: u64| x + 1, 0..5_000u64, 1).unwrap().map(Result::unwrap).collect();
+        assert_eq!(ordered, (1..=5_000).collect::<Vec<_>>());
+        // Dropping an iterator early leaves the pool usable.
+        let mut it = pool.imap(|_, x: u64| x, 0..1_000_000u64, 1).unwrap();
+        assert_eq!(it.next().unwrap().unwrap(), 0);
+        drop(it);
+        assert_eq!(pool.map(|_, x: u32| x, 0..10u32, None).unwrap(), (0..10).collect::<Vec<_>>());
+    });
+}
+
+/// Context of the crash tests: the task at `KILL_AT` SIGKILLs its own worker, once.
+struct Crash {
+    armed: Flag,
+    killed_pid: RawValue<i32>,
+    killed_at_ns: RawValue<u64>,
+}
+
+const KILL_AT: u64 = 50_000;
+
+fn crash_ctx() -> Crash {
+    let c = Crash {
+        armed: Flag::new().unwrap(),
+        killed_pid: RawValue::new(0).unwrap(),
+        killed_at_ns: RawValue::new(0).unwrap(),
+    };
+    c.armed.set();
+    c
+}
+
+fn maybe_die(c: &Crash, x: u64) -> u64 {
+    if x == KILL_AT && c.armed.is_set() {
+        c.armed.clear();
+        c.killed_pid.store(std::process::id() as i32);
+        c.killed_at_ns.store(now_ns());
+        // SAFETY: raise has no memory-safety preconditions.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    x * 2
+}
+
+#[test]
+fn sigkilled_worker_with_fail_policy_fails_exactly_its_task_within_a_second_and_the_pool_carries_on() {
+    common::run("pool_worker_died_fail", common::SECS(60), || {
+        let pool = Pool::builder().processes(2).context(crash_ctx()).build().unwrap();
+        let before = pool.worker_pids();
+        let err = pool.map(maybe_die, 0..100_000u64, Some(100)).unwrap_err();
+        let returned = now_ns();
+        let c = pool.context();
+        let dead = c.killed_pid.load();
+        assert!(before.contains(&dead), "the worker that died ({dead}) was one of {before:?}");
+        match &err {
+            Error::MapFailed { failed: 1, total: 100_000, first } => match **first {
+                Error::WorkerDied { pid, signal, task, .. } => {
+                    assert_eq!(pid, dead);
+                    assert_eq!(signal, Some(mproc::Signal(libc::SIGKILL)));
+                    assert_eq!(task, Some(KILL_AT));
+                }
+                ref other => panic!("expected WorkerDied, got {other}"),
+            },
+            other => panic!("expected MapFailed with one failure, got {other}"),
+        }
+        let latency = Duration::from_nanos(returned - c.killed_at_ns.load());
+        assert!(latency < Duration::from_secs(1), "map returned {latency:?} after the kill");
+        assert!(err.to_string().contains("SIGKILL"), "{err}");
+        // A replacement was forked; the pool answers the next map correctly.
+        let after = pool.worker_pids();
+        assert_eq!(after.len(), 2);
+        assert!(!after.contains(&dead));
+        let again = pool.map(maybe_die, 0..100_000u64, None).unwrap();
+        assert_eq!(again, (0..100_000u64).map(|x| x * 2).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn sigkilled_worker_with_retry_policy_still_delivers_all_100k_results_exactly_once() {
+    common::run("pool_worker_died_retry", common::SECS(60), || {
+        let pool =
+            Pool::builder().processes(2).context(crash_ctx()).on_worker_death(OnWorkerDeath::Retry(1)).build().unwrap();
+        let got = pool.map(maybe_die, 0..100_000u64, Some(100)).unwrap();
+        assert_eq!(got, (0..100_000u64).map(|x| x * 2).collect::<Vec<_>>());
+        assert_ne!(pool.context().killed_pid.load(), 0, "the worker did die");
+        let mut seen: Vec<u64> =
+            pool.imap_unordered(|_, x: u64| x, 0..10_000u64, 5).unwrap().map(Result::unwrap).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10_000).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_worker_killed_from_outside_mid_map_costs_at_most_its_one_task() {
+    common::run("pool_external_kill", common::SECS(60), || {
+        struct Ctx {
+            done: RawValue<u64>,
+        }
+        let pool = Pool::builder().processes(2).context(Ctx { done: RawValue::new(0).unwrap() }).build().unwrap();
+        let victim = pool.worker_pids()[0];
+        let ctx = pool.context();
+        let mut killer = mproc::Process::spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ctx.done.load() < 2_000 && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(victim, libc::SIGKILL) };
+        })
+        .unwrap();
+        let r = pool.map(
+            |c: &Ctx, x: u64| {
+                c.done.fetch_add(1);
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(20) {}
+                x
+            },
+            0..20_000u64,
+            Some(10),
+        );
+        assert!(killer.join().unwrap().success());
+        match r {
+            Ok(v) => assert_eq!(v, (0..20_000).collect::<Vec<_>>()), // it died between tasks
+            Err(Error::MapFailed { failed: 1, first, .. }) => {
+                assert!(matches!(*first, Error::WorkerDied { pid, task: Some(_), .. } if pid == victim), "{first}");
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+        assert!(!pool.worker_pids().contains(&victim));
+        assert_eq!(pool.map(|_, x: u64| x, 0..1000u64, None).unwrap().len(), 1000);
+    });
+}
+
+#[test]
+fn a_panicking_task_is_reported_with_its_message_and_the_worker_keeps_serving() {
+    common::run("pool_panic", common::SECS(60), || {
+        let pool = Pool::new(2).unwrap();
+        let pids: HashSet<i32> = pool.worker_pids().into_iter().collect();
+        let err =
+            pool.map(|_, x: u32| if x == 77 { panic!("bad item {x}") } else { x }, 0..1000u32, Some(10)).unwrap_err();
+        match err.root() {
+            Error::TaskPanicked { task: 77, message } => assert!(message.starts_with("bad item 77"), "{message}"),
+            other => panic!("expected TaskPanicked for task 77, got {other}"),
+        }
+        let results: Vec<_> =
+            pool.imap(|_, x: u32| if x % 2 == 0 { panic!("even") } else { x }, 0..10u32, 1).unwrap().collect();
+        assert_eq!(results.iter().filter(|r| r.is_err()).count(), 5);
+        assert_eq!(results[1].as_ref().unwrap(), &1);
+        let now: HashSet<i32> = pool.worker_pids().into_iter().collect();
+        assert_eq!(pids, now, "a panic must not cost the worker");
+    });
+}
+
+#[test]
+fn large_payloads_work_and_oversized_ones_are_clear_errors() {
+    common::run("pool_large", common::SECS(60), || {
+        let pool = Pool::builder().processes(2).build().unwrap();
+        let big = pool.apply(|_, n: usize| vec![7u8; n], 1 << 20).unwrap();
+        assert_eq!(big.len(), 1 << 20);
+        assert!(big.iter().all(|&b| b == 7));
+        let echoed = pool.map(|_, v: Vec<u8>| v.len(), vec![vec![1u8; 1 << 20], vec![2u8; 10]], Some(2)).unwrap();
+        assert_eq!(echoed, vec![1 << 20, 10]);
+
+        let small = Pool::builder().processes(1).max_message_bytes(1024).build().unwrap();
+        let err = small.apply(|_, n: usize| vec![0u8; n], 4096).unwrap_err();
+        assert!(matches!(err, Error::MessageTooLarge { what: "result", task: 0, .. }), "{err}");
+        let err = small
+            .map(|_, v: Vec<u8>| v.len(), vec![vec![0u8; 10], vec![0u8; 4096], vec![0u8; 10]], Some(1))
+            .unwrap_err();
+        assert!(matches!(err.root(), Error::MessageTooLarge { what: "argument", task: 1, .. }), "{err}");
+        assert_eq!(small.apply(|_, n: usize| vec![0u8; n], 100).unwrap().len(), 100, "still serving");
+    });
+}
+
+#[test]
+fn bad_input_gives_clear_errors_not_panics() {
+    common::run("pool_bad_input", common::SECS(30), || {
+        assert!(matches!(Pool::new(0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(Pool::builder().processes(1).max_tasks_per_child(0).build(), Err(Error::InvalidArgument(_))));
+        let pool = Pool::new(1).unwrap();
+        assert!(matches!(pool.map(|_, x: u8| x, 0..3u8, Some(0)), Err(Error::InvalidArgument(_))));
+        assert!(pool.imap(|_, x: u8| x, 0..3u8, 0).is_err());
+        assert!(matches!(pool.join(), Err(Error::InvalidState(_))), "join before close");
+        pool.close();
+        assert!(matches!(pool.map(|_, x: u8| x, 0..3u8, None), Err(Error::PoolClosed)));
+        assert!(matches!(pool.apply(|_, x: u8| x, 1), Err(Error::PoolClosed)));
+        pool.join().unwrap();
+        assert!(pool.worker_pids().is_empty());
+    });
+}
+
+#[test]
+fn apply_async_starmap_initializer_and_per_worker_seeds() {
+    common::run("pool_misc", common::SECS(60), || {
+        struct Ctx {
+            inits: RawValue<u32>,
+        }
+        let pool = Pool::builder()
+            .processes(2)
+            .seed(7)
+            .context(Ctx { inits: RawValue::new(0).unwrap() })
+            .initializer(|c: &Ctx| {
+                c.inits.fetch_add(1);
+            })
+            .build()
+            .unwrap();
+        let a = pool.apply_async(|_, x: u64| x + 1, 41).unwrap();
+        let mut b = pool.apply_async(|_, ms: u64| std::thread::sleep(Duration::from_millis(ms)), 300).unwrap();
+        assert!(matches!(b.get_timeout(Duration::from_millis(10)), Err(Error::Timeout)));
+        assert_eq!(a.get().unwrap(), 42);
+        b.get_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            pool.starmap(|_, a: u32, b: String| format!("{a}{b}"), vec![(1, "x".into()), (2, "y".into())], None)
+                .unwrap(),
+            vec!["1x", "2y"]
+        );
+        assert_eq!(pool.context().inits.load(), 2, "the initializer ran once in each worker");
+        let seeds: HashSet<u64> =
+            pool.map(|_, _: u32| mproc::worker::seed().unwrap(), 0..200u32, Some(1)).unwrap().into_iter().collect();
+        let want: HashSet<u64> = [mproc::worker::seed_for(7, 0), mproc::worker::seed_for(7, 1)].into();
+        assert!(seeds.is_subset(&want) && !seeds.is_empty(), "{seeds:?}");
+        let idx: HashSet<usize> =
+            pool.map(|_, _: u32| mproc::worker::index().unwrap(), 0..200u32, Some(1)).unwrap().into_iter().collect();
+        assert!(idx.is_subset(&[0, 1].into()));
+        assert_eq!(mproc::worker::index(), None, "not a worker here");
+    });
+}
+
+#[test]
+fn max_tasks_per_child_replaces_workers_without_losing_results() {
+    common::run("pool_max_tasks", common::SECS(60), || {
+        let pool = Pool::builder().processes(2).max_tasks_per_child(100).build().unwrap();
+        let first = pool.worker_pids();
+        let got = pool.map(|_, x: u32| x, 0..1000u32, Some(10)).unwrap();
+        assert_eq!(got, (0..1000).collect::<Vec<_>>());
+        let pids: HashSet<i32> =
+            pool.map(|_, _: u32| std::process::id() as i32, 0..1000u32, Some(10)).unwrap().into_iter().collect();
+        assert!(pids.len() > 2, "workers were recycled: {pids:?}");
+        assert!(first.iter().all(|p| !pool.worker_pids().contains(p)));
+    });
+}
+
+#[test]
+fn dropping_the_pool_leaves_no_worker_and_no_zombie() {
+    common::run("pool_drop", common::SECS(30), || {
+        let pool = Pool::new(3).unwrap();
+        let pids = pool.worker_pids();
+        assert_eq!(pool.map(|_, x: u8| x, 0..10u8, None).unwrap().len(), 10);
+        drop(pool);
+        for p in pids {
+            assert!(!std::path::Path::new(&format!("/proc/{p}")).exists(), "worker {p} (or its zombie) is left");
+        }
+        // An initializer that always fails is reported, not retried forever.
+        let broken = Pool::builder().processes(1).initializer(|_: &()| panic!("no config")).build().unwrap();
+        let err = broken.map(|_, x: u8| x, 0..10u8, None).unwrap_err();
+        assert!(err.to_string().contains("initializer"), "{err}");
+    });
+}
+
+#[test]
+fn ctrl_c_during_a_map_returns_interrupted_and_reaps_the_workers() {
+    common::run("pool_sigint", common::SECS(60), || {
+        struct Ctx {
+            started: RawValue<u32>,
+        }
+        let pool = Pool::builder().processes(2).context(Ctx { started: RawValue::new(0).unwrap() }).build().unwrap();
+        let pids = pool.worker_pids();
+        let parent = std::process::id() as i32;
+        let ctx = pool.context();
+        let mut sender = mproc::Process::spawn(|| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ctx.started.load() < 2 && Instant::now() < deadline {
+                std::hint::spin_loop();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(parent, libc::SIGINT) };
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        let r = pool.map(
+            |c: &Ctx, _: u32| {
+                c.started.fetch_add(1);
+                std::thread::sleep(Duration::from_millis(50));
+            },
+            0..400u32,
+            Some(1),
+        );
+        assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        assert!(sender.join().unwrap().success());
+        assert!(pool.is_terminated());
+        for p in pids {
+            assert!(!std::path::Path::new(&format!("/proc/{p}")).exists(), "worker {p} left after Ctrl-C");
+        }
+        assert!(matches!(pool.map(|_, x: u8| x, 0..3u8, None), Err(Error::PoolClosed)));
+    });
+}
