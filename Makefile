@@ -17,7 +17,7 @@ test:
 	bash scripts/test.sh
 
 bench:
-	$(CARGO) bench --bench locks
+	$(CARGO) bench --bench locks --bench pool
 
 compare: build
 	python3 scripts/compare.py --mproc $(MPROC) --processes 2

@@ -30,11 +30,27 @@ def counters(mproc, processes, count, repeat):
             print(f"{v:<16} {'-':>10} {m:>10.4f} {'-':>13}")
 
 
+def pool(mproc, processes, tasks, repeat):
+    args = ["--tasks", str(tasks), "--processes", str(processes), "--repeat", str(repeat), "--chunksize", "1,auto"]
+    py = {r["chunksize"]: r for r in lines([sys.executable, "benches/python/pool_overhead.py"] + args)}
+    rs = {r["chunksize"]: r for r in lines([mproc, "bench", "pool", "--json"] + args)}
+    par = next(iter(rs.values()))["parallelism"]
+    print(f"\npool overhead: {processes} processes, {tasks} trivial tasks, median of {repeat} (parallelism check {par:.2})")
+    print(f"{'figure':<28} {'python':>12} {'mproc':>12} {'python/mproc':>13}")
+    for c in rs:
+        p, m = py[c]["per_task_us"], rs[c]["per_task_us"]
+        print(f"{'per task, chunksize ' + c + ' (µs)':<28} {p:>12.3f} {m:>12.3f} {p / m:>12.1f}x")
+    p, m = next(iter(py.values()))["startup_ms"], next(iter(rs.values()))["startup_ms"]
+    print(f"{'start-up + 1 task + join (ms)':<28} {p:>12.2f} {m:>12.2f} {p / m:>12.1f}x")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--mproc", default="target/release/mproc")
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--tasks", type=int, default=100_000)
     a = ap.parse_args()
     counters(a.mproc, a.processes, a.count, a.repeat)
+    pool(a.mproc, a.processes, a.tasks, max(a.repeat, 5))

@@ -7,6 +7,7 @@
 //!
 //! | Python                                   | mproc                                          |
 //! |------------------------------------------|------------------------------------------------|
+//! | `Pool(n)`: `map`, `imap`, `imap_unordered`, `starmap`, `apply_async` | [`Pool`]: workers forked once; a dead worker fails one task, not the pool |
 //! | `Process(target=f)`                      | [`Process::spawn`]: join gives exit code, signal or panic message |
 //! | `Value`, `RawValue`                      | [`Value<T>`] (with its own lock), [`RawValue<T>`] (atomics) |
 //! | `Array`, `RawArray`                      | [`Array<T>`], [`RawArray<T>`]                  |
@@ -15,6 +16,31 @@
 //! | `mmap.mmap(-1, 1)` / `RawValue` as a flag | [`Flag`], and the [`EarlyExit`] trait          |
 //! | file lock (`fcntl.flock`)                | [`FileLock`]: reopened per process automatically |
 //! | `shared_memory.SharedMemory`             | [`Segment`] (anonymous or named), [`Arena`]    |
+//!
+//! # Example: a Pool whose tasks share an early-exit flag
+//! ```
+//! use mproc::{Flag, Pool};
+//!
+//! // Shared objects are created before build() and handed to every task as `&Ctx`.
+//! let pool = Pool::builder().processes(2).context(Flag::new()?).build()?;
+//! let hits = pool.map(
+//!     |found: &Flag, n: u64| {
+//!         if found.is_set() { return false; } // another task already found one: stop early
+//!         let hit = n > 0 && n % 997 == 0;
+//!         if hit { found.set(); }
+//!         hit
+//!     },
+//!     0..100_000u64,
+//!     None, // chunk size: automatic
+//! )?;
+//! assert!(hits.iter().any(|&h| h));
+//! # Ok::<(), mproc::Error>(())
+//! ```
+//!
+//! A task is a plain `fn(&Ctx, T) -> R` (a closure that captures nothing); arguments and results
+//! cross through shared memory (serde/postcard, or copied bytes with [`Pool::map_plain`]). If a
+//! worker is killed mid-task, that task fails with [`Error::WorkerDied`] (or is retried, see
+//! [`OnWorkerDeath`]), a new worker is forked, and every other result arrives exactly once.
 //!
 //! # Example: count in four processes without losing an update
 //! ```
@@ -97,9 +123,19 @@
 //!
 //! # Fork safety
 //! - **Create shared objects before forking.** A `Lock`, `Value`, `Flag`, … made before
-//!   [`Process::spawn`] is shared with the child; one made afterwards in the child is the child's
-//!   own. Ordinary memory (a `Vec`, a `String`) is *copied* into the child: its changes never
-//!   come back. Use `Value`/`Array`/`RawArray` for anything the parent must see.
+//!   [`Process::spawn`] or [`PoolBuilder::build`] is shared with the child; one made afterwards in
+//!   the child is the child's own. Ordinary memory (a `Vec`, a `String`) is *copied* into the
+//!   child: its changes never come back. Use `Value`/`Array`/`RawArray` for anything the parent
+//!   must see. For a Pool, put the shared objects in its context ([`PoolBuilder::context`]).
+//! - **What Pool workers inherit**: everything the parent had at `build()` — the context, globals,
+//!   open files — as it was then. A replacement worker (after a death, or
+//!   [`PoolBuilder::max_tasks_per_child`]) is forked later and sees the parent as it is then; its
+//!   [`worker::seed`] is the same as its predecessor's. Workers ignore SIGINT, replace the panic
+//!   hook (a task's panic is reported to the caller, not printed), and run the
+//!   [`PoolBuilder::initializer`] before their first task.
+//! - **What may run before `build()`**: anything single-threaded. Start threads (a runtime, a
+//!   logger with a background thread) after the pool is built — the Pool forks replacements later,
+//!   so keep the process single-threaded while it lives, or opt in (below) knowingly.
 //! - **Fork before starting threads.** `fork` copies only the calling thread; a lock another
 //!   thread holds stays locked forever in the child. mproc counts the threads and refuses with
 //!   [`Error::MultiThreaded`]; opt in with [`set_fork_policy`]`(ForkPolicy::AllowThreads)` only

@@ -182,7 +182,7 @@ fn a_panicking_task_is_reported_with_its_message_and_the_worker_keeps_serving() 
             other => panic!("expected TaskPanicked for task 77, got {other}"),
         }
         let results: Vec<_> =
-            pool.imap(|_, x: u32| if x % 2 == 0 { panic!("even") } else { x }, 0..10u32, 1).unwrap().collect();
+            pool.imap(|_, x: u32| if x.is_multiple_of(2) { panic!("even") } else { x }, 0..10u32, 1).unwrap().collect();
         assert_eq!(results.iter().filter(|r| r.is_err()).count(), 5);
         assert_eq!(results[1].as_ref().unwrap(), &1);
         let now: HashSet<i32> = pool.worker_pids().into_iter().collect();

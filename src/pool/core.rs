@@ -72,10 +72,13 @@ impl Job {
     }
 }
 
+/// Runs an initializer `fn(&Ctx)` (the `usize`) on the context (the pointer), type-erased.
+pub(crate) type InitTramp = unsafe fn(*const (), usize);
+
 /// How a worker's code is started: the context and initializer, type-erased by the Pool.
 pub(crate) struct Spawner {
     pub ctx: *const (),
-    pub init: Option<(unsafe fn(*const (), usize), usize)>,
+    pub init: Option<(InitTramp, usize)>,
 }
 
 pub(crate) struct Core {
@@ -238,7 +241,7 @@ impl Core {
             .flat_map(|s| s.inflight.iter().map(|f| f.job))
             .chain(self.requeue.iter().map(|f| f.job))
             .collect();
-        self.jobs.retain(|id, j| !(j.abandoned && !busy.contains(id)));
+        self.jobs.retain(|id, j| !j.abandoned || busy.contains(id));
     }
 
     /// Removes and returns a finished job.
@@ -463,10 +466,10 @@ impl Core {
             }
             return Ok(());
         }
-        if let Err(e) = self.spawn(i) {
-            if self.slots.iter().all(|s| !s.alive) {
-                self.fail_everything(&format!("no worker left: replacing worker {i} failed: {e}"));
-            }
+        if let Err(e) = self.spawn(i)
+            && self.slots.iter().all(|s| !s.alive)
+        {
+            self.fail_everything(&format!("no worker left: replacing worker {i} failed: {e}"));
         }
         Ok(())
     }

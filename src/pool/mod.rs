@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::core::{Core, Spawner};
+use self::core::{Core, InitTramp, Spawner};
 use self::job::{Collect, IterSource};
 use self::wire::{Plain, Postcard, Wire};
 use self::worker::{ChunkRun, Tramp, run_items};
@@ -162,7 +162,7 @@ impl<Ctx> PoolBuilder<Ctx> {
         let ctx = Box::new(self.ctx);
         let spawner = Spawner {
             ctx: (&raw const *ctx).cast(),
-            init: self.initializer.map(|f| (tramp_init::<Ctx> as unsafe fn(*const (), usize), f as usize)),
+            init: self.initializer.map(|f| (tramp_init::<Ctx> as InitTramp, f as usize)),
         };
         let settings = Settings {
             processes,

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod counters;
 mod shm;
 
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// N processes each add 1 to a shared count M times, guarded six ways (or not).
     Counters(counters::Args),
+    /// Measure mproc's own overheads.
+    #[command(subcommand)]
+    Bench(bench::Command),
     /// Named shared-memory segments: read one, list or clean up stale ones.
     #[command(subcommand)]
     Shm(shm::Command),
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Counters(a) => counters::run(a),
         Command::Shm(c) => shm::run(c),
+        Command::Bench(c) => bench::run(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
