@@ -3,15 +3,23 @@
 
 CARGO ?= cargo
 MPROC := target/release/mproc
+REPEAT ?= 3
 
 .PHONY: demo test bench compare lint clean build
 
 build:
-	$(CARGO) build --release --quiet
+	$(CARGO) build --release --quiet --features redis
 
+# The book tour, on built-in defaults: no Redis needed.
 demo: build
 	@echo "== The book's counters: 4 processes x 1000 increments, started together =="
 	$(MPROC) counters --processes 4 --count 1000 --barrier
+	@echo
+	@echo "== Verifying primes with an early-exit flag in shared memory (the RawValue way) =="
+	$(MPROC) verify-primes --processes 2 --repeat 3
+	@echo
+	@echo "== Pool overhead: 100,000 trivial tasks =="
+	$(MPROC) bench pool --processes 2 --repeat 3
 
 test:
 	bash scripts/test.sh
@@ -20,7 +28,7 @@ bench:
 	$(CARGO) bench --bench locks --bench pool
 
 compare: build
-	python3 scripts/compare.py --mproc $(MPROC) --processes 2
+	bash scripts/compare.sh --processes 2 --repeat $(REPEAT)
 
 lint:
 	bash scripts/lint.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`: everything CI runs. Installs what the tests need, runs lint, every test (unit,
+# `make test`: everything CI runs. Installs what the tests need (redis-server), runs lint, every test (unit,
 # integration, doc, and the criterion benches once each in test mode), then checks that nothing
 # was left behind: no mproc segment in /dev/shm whose creator is gone, no stray test process.
 set -euo pipefail
@@ -12,6 +12,17 @@ elif [ "${CI:-}" = "true" ]; then
     echo "test: clippy/rustfmt missing (rustup component add clippy rustfmt)" >&2; exit 1
 else
     echo "test: clippy/rustfmt not installed; skipping lint (CI runs it)"
+fi
+
+# The Redis tests need a server: a private one on 127.0.0.1 at a free port, stopped on exit.
+source scripts/redis.sh
+trap redis_stop EXIT
+if ! redis_start; then
+    if [ "${CI:-}" = "true" ]; then
+        echo "test: redis-server is needed under CI=true and could not be started" >&2
+        exit 1
+    fi
+    echo "test: no redis-server; the Redis tests will be skipped"
 fi
 
 cargo test --all-features --all-targets
@@ -27,8 +38,16 @@ done
 if [ -n "$leaked" ]; then
     echo "test: FAILED: /dev/shm segments left behind:$leaked" >&2; exit 1
 fi
-strays=$(pgrep -f "$(pwd)/target/debug/deps/" || true)
+for d in "${TMPDIR:-/tmp}"/mproc-manager-*; do
+    [ -e "$d" ] || continue
+    pid=$(basename "$d" | cut -d- -f3)
+    kill -0 "$pid" 2>/dev/null || leaked="$leaked $d"
+done
+if [ -n "$leaked" ]; then
+    echo "test: FAILED: manager directories left behind:$leaked" >&2; exit 1
+fi
+strays=$(pgrep -f "$(pwd)/target/debug/" || true)
 if [ -n "$strays" ]; then
     echo "test: FAILED: test processes left running: $strays" >&2; exit 1
 fi
-echo "test: no /dev/shm segment and no test process left behind"
+echo "test: no /dev/shm segment, manager directory or test process left behind"

@@ -119,6 +119,17 @@ pub enum Error {
     #[error("the barrier is broken (a waiter timed out)")]
     BrokenBarrier,
 
+    /// A server-backed object (Manager, Redis) could not be reached or answered wrongly.
+    #[error("{backend} at {target}: {message}")]
+    Backend {
+        /// `"manager"` or `"redis"`.
+        backend: &'static str,
+        /// Where it was looked for (socket path, URL).
+        target: String,
+        /// What went wrong, and what to do about it.
+        message: String,
+    },
+
     /// Interrupted by Ctrl-C (SIGINT); workers were stopped and reaped.
     #[error("interrupted")]
     Interrupted,

@@ -150,7 +150,7 @@
 //!
 //! # Crate features
 //! - `ndarray`: [`RawArray::view_mut`], an `ndarray` view over shared memory.
-//! - `redis`: Redis-backed flag and counter (the book's Redis variants; being built).
+//! - `redis`: `RedisFlag` and `RedisCounter` (the book's Redis variants).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]
@@ -162,20 +162,26 @@ mod array;
 pub mod book;
 mod error;
 mod file_lock;
-mod flag;
+pub mod flag;
+mod manager;
 mod pool;
 mod process;
 mod queue;
+#[cfg(feature = "redis")]
+mod redis;
 mod shm;
 mod sync;
 mod sys;
 mod value;
 pub mod worker;
 
+#[cfg(feature = "redis")]
+pub use crate::redis::{RedisCounter, RedisFlag};
 pub use array::{Array, ArrayGuard, RawArray};
 pub use error::{Error, Result, Signal};
 pub use file_lock::{FileLock, FileLockGuard};
-pub use flag::{EarlyExit, Flag};
+pub use flag::{EarlyExit, Flag, MmapFlag};
+pub use manager::{Manager, ManagerClient, ManagerFlag};
 pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, PoolBuilder, ResultIter};
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
 pub use shm::{Arena, Segment, ShmBox, ShmSafe};

@@ -44,6 +44,16 @@ pub(crate) fn fork_policy() -> ForkPolicy {
 /// Checks the fork policy, flushes stdout, forks, and in the child applies the fork rules of
 /// [`crate::sys`] (parent-death signal first) before calling `child`. Returns the child's pid.
 pub(crate) fn fork_with(policy: Option<ForkPolicy>, child: impl FnOnce() -> i32) -> Result<i32> {
+    fork_child(policy, true, child)
+}
+
+/// [`fork_with`], optionally without the parent-death signal (for a child that watches its
+/// parent itself and must clean up before it goes).
+pub(crate) fn fork_child(
+    policy: Option<ForkPolicy>,
+    die_with_parent: bool,
+    child: impl FnOnce() -> i32,
+) -> Result<i32> {
     if policy.unwrap_or_else(fork_policy) == ForkPolicy::RefuseThreads {
         let threads = sys::thread_count();
         if threads > 1 {
@@ -59,7 +69,7 @@ pub(crate) fn fork_with(policy: Option<ForkPolicy>, child: impl FnOnce() -> i32)
     // code, and leaves through `exit_now`, never returning into the parent's frames.
     match unsafe { sys::fork()? } {
         Fork::Child => {
-            sys::child_prepare(parent);
+            sys::child_prepare(parent, die_with_parent);
             let code = child();
             sys::exit_now(code)
         }
@@ -203,12 +213,20 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 #[must_use]
 pub struct ProcessBuilder {
     policy: Option<ForkPolicy>,
+    outlive_parent: bool,
 }
 
 impl ProcessBuilder {
     /// Overrides the process-wide [`ForkPolicy`] for this spawn.
     pub fn fork_policy(mut self, p: ForkPolicy) -> Self {
         self.policy = Some(p);
+        self
+    }
+
+    /// Whether the child is killed when the thread that forked it ends (`PR_SET_PDEATHSIG`;
+    /// default `true`). A child that outlives its parent must watch for that itself and end.
+    pub fn die_with_parent(mut self, yes: bool) -> Self {
+        self.outlive_parent = !yes;
         self
     }
 
@@ -224,7 +242,7 @@ impl ProcessBuilder {
             bytes: Slot(std::cell::UnsafeCell::new([0; MESSAGE_CAP])),
         })?;
         let child_slot = &*slot;
-        let pid = fork_with(self.policy, move || match catch_unwind(AssertUnwindSafe(f)) {
+        let pid = fork_child(self.policy, !self.outlive_parent, move || match catch_unwind(AssertUnwindSafe(f)) {
             Ok(r) => {
                 let (code, msg) = r.into_exit();
                 if let Some(m) = msg {

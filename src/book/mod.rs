@@ -4,3 +4,4 @@
 //! and the outcomes the tests assert come from the same code.
 
 pub mod counters;
+pub mod primes;

@@ -38,8 +38,8 @@ pub(crate) use mem::{
     Mapped, map_fd, map_shared_anonymous, page_size, random_bytes, shm_create, shm_open, shm_unlink, unmap,
 };
 pub(crate) use proc::{
-    Fork, PidFd, WaitOutcome, child_prepare, current_pid, exit_now, fork, kill, pid_alive, thread_count, wait_exit,
-    wait_readable,
+    Fork, PidFd, WaitOutcome, child_prepare, current_pid, exit_now, fork, kill, monotonic_ns, parent_pid, pid_alive,
+    thread_count, wait_exit, wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};
 pub(crate) use signal::{EventFd, SigintGuard, ignore_signal, take_sigint};

@@ -45,12 +45,24 @@ pub(crate) fn exit_now(code: i32) -> ! {
 
 /// First thing a forked child does: die with the parent (`PR_SET_PDEATHSIG`), and leave at once if
 /// the parent already died before that took effect. Async-signal-safe.
-pub(crate) fn child_prepare(parent: i32) {
+pub(crate) fn child_prepare(parent: i32, die_with_parent: bool) {
+    if !die_with_parent {
+        return;
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the calling process.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     if parent_pid() != parent {
         exit_now(128 + libc::SIGKILL);
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so times taken
+/// in different processes can be subtracted.
+pub fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 pub(crate) fn parent_pid() -> i32 {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod counters;
 mod shm;
+mod verify;
 
 /// Python's multiprocessing, done right: the experiments of High Performance Python's
 /// multiprocessing chapter, re-created with forked workers and shared memory.
@@ -22,6 +23,9 @@ struct Cli {
 enum Command {
     /// N processes each add 1 to a shared count M times, guarded six ways (or not).
     Counters(counters::Args),
+    /// Check numbers for primality across worker processes, stopping early through a shared flag
+    /// (six ways, as in the book).
+    VerifyPrimes(verify::Args),
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -36,6 +40,7 @@ fn main() -> ExitCode {
         Command::Counters(a) => counters::run(a),
         Command::Shm(c) => shm::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::VerifyPrimes(a) => verify::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

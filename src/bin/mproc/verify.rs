@@ -1,0 +1,192 @@
+use std::io::Write;
+use std::time::Instant;
+
+use mproc::book::primes::{self, BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Comma-separated numbers to check (default: the book's five).
+    #[arg(long)]
+    numbers: Option<String>,
+    /// none, less-naive, manager, redis, rawvalue, mmap, mmap-redux, a comma-separated list, or all.
+    #[arg(long, default_value = "rawvalue")]
+    flag: String,
+    /// Worker processes (default: the CPUs available).
+    #[arg(long)]
+    processes: Option<usize>,
+    /// Poll the flag every K divisors, or `auto` (polling costs at most 1 % of the work).
+    #[arg(long, default_value = "auto")]
+    check_every: String,
+    /// Divisors below this are checked serially first (not by `none`).
+    #[arg(long, default_value_t = 21)]
+    serial_cutoff: u64,
+    /// interleaved or contiguous.
+    #[arg(long, default_value = "interleaved")]
+    split: String,
+    /// Runs per (variant, number); best and median are reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Redis server for the redis variant [default: $MPROC_REDIS_URL, else redis://127.0.0.1:6379/].
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Run a range again when its worker dies, instead of failing.
+    #[arg(long)]
+    retry: bool,
+    /// One JSON object per (variant, number) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    variant: String,
+    number: u64,
+    is_prime: bool,
+    processes: usize,
+    best_s: f64,
+    median_s: f64,
+    repeat: usize,
+    check_every: Option<u64>,
+    stop_us: Option<f64>,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn parse_numbers(s: &str) -> mproc::Result<Vec<u64>> {
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| mproc::Error::InvalidArgument(format!("not a number (0 to 2^64 − 1): {x:?}")))
+        })
+        .collect()
+}
+
+fn emit(row: &Row, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(row).expect("plain struct serialises"));
+    } else {
+        let every = row.check_every.map_or("-".to_owned(), |k| k.to_string());
+        let stop = row.stop_us.map_or("-".to_owned(), |s| format!("{s:.1}"));
+        println!(
+            "{:<11} {:>20} {:<6} {:>10.6} {:>10.6} {:>11} {:>8}",
+            row.variant,
+            row.number,
+            if row.is_prime { "prime" } else { "no" },
+            row.best_s,
+            row.median_s,
+            every,
+            stop
+        );
+    }
+    let _ = std::io::stdout().flush();
+}
+
+pub fn run(a: Args) -> mproc::Result<()> {
+    let numbers = a.numbers.as_deref().map_or(Ok(BOOK_NUMBERS.to_vec()), parse_numbers)?;
+    let variants: Vec<Variant> = if a.flag == "all" {
+        Variant::ALL.to_vec()
+    } else {
+        a.flag.split(',').map(|s| s.trim().parse()).collect::<mproc::Result<_>>()?
+    };
+    if a.repeat == 0 {
+        return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()));
+    }
+    let cfg = Config {
+        processes: a.processes.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        check_every: a.check_every.parse::<CheckEvery>()?,
+        serial_cutoff: a.serial_cutoff,
+        split: a.split.parse::<Split>()?,
+        redis_url: a.redis_url.or_else(|| std::env::var("MPROC_REDIS_URL").ok()),
+        retry: a.retry,
+    };
+    let processes = cfg.processes;
+    if !a.json {
+        println!(
+            "verify-primes: {} processes, check every {}, serial cut-off {}, {} split, best and median of {}",
+            processes, a.check_every, a.serial_cutoff, a.split, a.repeat
+        );
+        println!(
+            "{:<11} {:>20} {:<6} {:>10} {:>10} {:>11} {:>8}",
+            "variant", "number", "prime?", "best s", "median s", "check-every", "stop µs"
+        );
+    }
+    for &n in &numbers {
+        let mut times = Vec::with_capacity(a.repeat);
+        let mut is_prime = false;
+        for _ in 0..a.repeat {
+            let t = Instant::now();
+            is_prime = primes::is_prime_serial(n);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        let row = Row {
+            variant: "serial".into(),
+            number: n,
+            is_prime,
+            processes: 1,
+            best_s: best,
+            median_s: median(&mut times),
+            repeat: a.repeat,
+            check_every: None,
+            stop_us: None,
+        };
+        emit(&row, a.json);
+    }
+    let verifier = Verifier::new(cfg, &variants)?;
+    for &v in &variants {
+        for &n in &numbers {
+            let mut times = Vec::with_capacity(a.repeat);
+            let mut stops = Vec::new();
+            let mut is_prime = None;
+            for _ in 0..a.repeat {
+                let c = verifier.check(v, n).map_err(|e| explain(&verifier, v, n, e))?;
+                if is_prime.is_some_and(|p| p != c.is_prime) {
+                    return Err(mproc::Error::InvalidState(format!("{v} gave different answers for {n} in two runs")));
+                }
+                is_prime = Some(c.is_prime);
+                times.push(c.seconds);
+                if let Some(l) = c.stop_latency {
+                    stops.push(l.as_secs_f64() * 1e6);
+                }
+            }
+            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+            let row = Row {
+                variant: v.name().into(),
+                number: n,
+                is_prime: is_prime.unwrap_or(false),
+                processes,
+                best_s: best,
+                median_s: median(&mut times),
+                repeat: a.repeat,
+                check_every: verifier.check_every(v),
+                stop_us: (!stops.is_empty()).then(|| median(&mut stops)),
+            };
+            emit(&row, a.json);
+        }
+    }
+    Ok(())
+}
+
+/// Says which worker died and on which range, when that is what happened.
+fn explain(verifier: &Verifier, v: Variant, n: u64, e: mproc::Error) -> mproc::Error {
+    if let mproc::Error::WorkerDied { pid, signal, code, task } = e.root() {
+        let ranges = verifier.ranges(v, n);
+        let how = match (signal, code) {
+            (Some(s), _) => format!("killed by {s}"),
+            (None, Some(c)) => format!("exit code {c}"),
+            _ => "cause unknown".into(),
+        };
+        let what = task
+            .and_then(|t| ranges.get(t as usize).map(|r| format!("{r} (range {} of {})", t + 1, ranges.len())))
+            .unwrap_or_else(|| format!("a range of {n}"));
+        return mproc::Error::InvalidState(format!(
+            "worker {pid} died ({how}) while checking {what} with the {v} flag; rerun with --retry to run its range again"
+        ));
+    }
+    e
+}
