@@ -64,10 +64,7 @@ impl fmt::Display for Variant {
 impl FromStr for Variant {
     type Err = Error;
     fn from_str(s: &str) -> Result<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Variant::ALL.iter().map(|v| v.name()).collect();
-            Error::InvalidArgument(format!("unknown counter variant {s:?}; choose from {} or all", names.join(", ")))
-        })
+        super::by_name(s, &Variant::ALL, Variant::name, "counter variant")
     }
 }
 

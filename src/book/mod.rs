@@ -5,3 +5,14 @@
 
 pub mod counters;
 pub mod primes;
+
+use crate::{Error, Result};
+
+/// The one of `all` whose `name` is `s`; otherwise an error listing the names (`what` says what
+/// kind of name it is). Shared by the experiments' variant enums.
+pub(crate) fn by_name<T: Copy>(s: &str, all: &[T], name: fn(T) -> &'static str, what: &str) -> Result<T> {
+    all.iter().copied().find(|&v| name(v) == s).ok_or_else(|| {
+        let names: Vec<_> = all.iter().map(|&v| name(v)).collect();
+        Error::InvalidArgument(format!("unknown {what} {s:?}; choose from {} or all", names.join(", ")))
+    })
+}

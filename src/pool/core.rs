@@ -269,11 +269,10 @@ impl Core {
             return Some(e);
         }
         let max_bytes = self.slots[0].input.max_record() - TASK_HDR;
-        let ids: Vec<u64> =
-            self.jobs.iter().filter(|(_, j)| !j.abandoned && !j.source.exhausted()).map(|(&id, _)| id).collect();
-        for id in ids {
+        // Oldest job first. A job whose source turns out to be exhausted is not found again.
+        while let Some(id) = self.jobs.iter().find(|(_, j)| !j.abandoned && !j.source.exhausted()).map(|(&id, _)| id) {
             let mut buf = self.buf();
-            let job = self.jobs.get_mut(&id).expect("listed above");
+            let job = self.jobs.get_mut(&id).expect("found above");
             let chunk = job.source.next_chunk(&mut buf, job.chunksize, max_bytes, &mut self.rejected);
             for (idx, e) in self.rejected.drain(..) {
                 job.sink.fail(idx, e);
