@@ -77,19 +77,25 @@ impl Flag {
     }
 }
 
-impl EarlyExit for Flag {
-    fn set(&self) -> Result<()> {
-        Flag::set(self);
-        Ok(())
-    }
-    fn is_set(&self) -> Result<bool> {
-        Ok(Flag::is_set(self))
-    }
-    fn clear(&self) -> Result<()> {
-        Flag::clear(self);
-        Ok(())
-    }
+/// The shared-memory flags cannot fail: their trait methods forward to the inherent ones.
+macro_rules! infallible_early_exit {
+    ($($t:ty),*) => { $(
+        impl EarlyExit for $t {
+            fn set(&self) -> Result<()> {
+                <$t>::set(self);
+                Ok(())
+            }
+            fn is_set(&self) -> Result<bool> {
+                Ok(<$t>::is_set(self))
+            }
+            fn clear(&self) -> Result<()> {
+                <$t>::clear(self);
+                Ok(())
+            }
+        }
+    )* };
 }
+infallible_early_exit!(Flag, MmapFlag);
 
 /// The early-exit flag as one byte of an `mmap`'d page — the book's `mmap.mmap(-1, 1)` way.
 ///
@@ -133,20 +139,6 @@ impl MmapFlag {
     #[inline]
     pub fn clear(&self) {
         self.byte().store(0, Ordering::Release);
-    }
-}
-
-impl EarlyExit for MmapFlag {
-    fn set(&self) -> Result<()> {
-        MmapFlag::set(self);
-        Ok(())
-    }
-    fn is_set(&self) -> Result<bool> {
-        Ok(MmapFlag::is_set(self))
-    }
-    fn clear(&self) -> Result<()> {
-        MmapFlag::clear(self);
-        Ok(())
     }
 }
 

@@ -174,18 +174,14 @@ pub fn run(a: Args) -> mproc::Result<()> {
 
 /// Says which worker died and on which range, when that is what happened.
 fn explain(verifier: &Verifier, v: Variant, n: u64, e: mproc::Error) -> mproc::Error {
-    if let mproc::Error::WorkerDied { pid, signal, code, task } = e.root() {
+    let root = e.root();
+    if let mproc::Error::WorkerDied { task, .. } = root {
         let ranges = verifier.ranges(v, n);
-        let how = match (signal, code) {
-            (Some(s), _) => format!("killed by {s}"),
-            (None, Some(c)) => format!("exit code {c}"),
-            _ => "cause unknown".into(),
-        };
         let what = task
             .and_then(|t| ranges.get(t as usize).map(|r| format!("{r} (range {} of {})", t + 1, ranges.len())))
             .unwrap_or_else(|| format!("a range of {n}"));
         return mproc::Error::InvalidState(format!(
-            "worker {pid} died ({how}) while checking {what} with the {v} flag; rerun with --retry to run its range again"
+            "{root}: it was checking {what} with the {v} flag; rerun with --retry to run its range again"
         ));
     }
     e
