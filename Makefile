@@ -8,7 +8,7 @@ REPEAT ?= 3
 .PHONY: demo test bench compare lint clean build
 
 build:
-	$(CARGO) build --release --quiet --features redis
+	$(CARGO) build --release --quiet -p mproc-cli
 
 # The book tour, on built-in defaults: no Redis needed.
 demo: build

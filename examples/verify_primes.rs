@@ -2,11 +2,11 @@
 //!
 //! VARIANT is one of none, less-naive, manager, rawvalue, mmap, mmap-redux (default rawvalue);
 //! redis needs the `redis` feature and a server (see `mproc verify-primes --flag redis`). The
-//! variants are implemented in `src/book/primes.rs`; `mproc verify-primes` has every option.
+//! variants are implemented in `book/src/primes.rs`; `mproc verify-primes` has every option.
 
 use std::time::Instant;
 
-use mproc::book::primes::{self, BOOK_NUMBERS, Config, Variant, Verifier};
+use mproc_book::primes::{self, BOOK_NUMBERS, Config, Variant, Verifier};
 
 fn main() -> mproc::Result<()> {
     let mut args = std::env::args().skip(1);

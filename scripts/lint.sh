@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
-cargo clippy --all-targets --all-features --quiet -- -D warnings -D clippy::undocumented_unsafe_blocks
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings -D clippy::undocumented_unsafe_blocks
+RUSTDOCFLAGS="-D warnings --cfg docsrs" cargo doc --workspace --no-deps --all-features --quiet
 echo "lint: fmt, clippy and doc are clean"

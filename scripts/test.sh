@@ -25,8 +25,8 @@ if ! redis_start; then
     echo "test: no redis-server; the Redis tests will be skipped"
 fi
 
-cargo test --all-features --all-targets
-cargo test --all-features --doc
+cargo test --workspace --all-features --all-targets
+cargo test --workspace --all-features --doc
 
 # Leftovers: segments of processes that no longer exist, and test binaries still running.
 leaked=""

@@ -159,7 +159,6 @@
 compile_error!("mproc supports Linux only (fork, robust pthread mutexes, shared futexes, pidfd, prctl).");
 
 mod array;
-pub mod book;
 mod error;
 mod file_lock;
 pub mod flag;
@@ -186,6 +185,7 @@ pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, Pool
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
 pub use shm::{Arena, Segment, ShmBox, ShmSafe};
 pub use sync::{Barrier, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore};
+pub use sys::monotonic_ns;
 pub use value::{AtomicValue, RawValue, Value, ValueGuard};
 
 /// Bare primitives, for measuring what mproc's wrappers cost (benchmarks, the contention tool).

@@ -15,12 +15,16 @@ fn a_named_segment_written_here_is_read_by_an_unrelated_executable() {
         let msg = format!("hello from pid {}", std::process::id());
         // SAFETY: no other process has the segment yet.
         unsafe { seg.as_bytes_mut()[64..64 + msg.len()].copy_from_slice(msg.as_bytes()) };
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mproc"))
-            .args(["shm", "read", &name, "--offset", "64"])
+        // The reader is this test binary started again (exec'd, so it shares no mapping with us):
+        // it only knows the segment's name.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "reader_of_a_named_segment", "--nocapture", "--quiet"])
+            .env("MPROC_TEST_SEGMENT", &name)
             .output()
-            .expect("run the mproc binary");
+            .expect("run the test binary as the reader");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), msg);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.lines().any(|l| l == format!("read: {msg}")), "{said}");
         assert!(std::path::Path::new(&format!("/dev/shm/{name}")).exists());
         drop(seg);
         assert!(!std::path::Path::new(&format!("/dev/shm/{name}")).exists(), "creator did not unlink");
@@ -110,4 +114,16 @@ fn stale_segments_of_dead_processes_are_cleaned() {
         assert!(removed.contains(&leaked), "{removed:?}");
         assert!(!std::path::Path::new(&format!("/dev/shm/{leaked}")).exists());
     });
+}
+
+/// Not a test on its own: the unrelated reader of the test above (does nothing unless it was
+/// started by it with the segment's name).
+#[test]
+fn reader_of_a_named_segment() {
+    let Ok(name) = std::env::var("MPROC_TEST_SEGMENT") else { return };
+    let seg = Segment::open(&name).unwrap();
+    // SAFETY: the writer finished before starting this process and writes nothing more.
+    let bytes = unsafe { seg.as_bytes() };
+    let text: Vec<u8> = bytes[64..].iter().copied().take_while(|&b| b != 0).collect();
+    println!("read: {}", String::from_utf8_lossy(&text));
 }

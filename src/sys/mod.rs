@@ -37,9 +37,10 @@ pub(crate) use futex::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 pub(crate) use mem::{
     Mapped, map_fd, map_shared_anonymous, page_size, random_bytes, shm_create, shm_open, shm_unlink, unmap,
 };
+pub use proc::monotonic_ns;
 pub(crate) use proc::{
-    Fork, PidFd, WaitOutcome, child_prepare, current_pid, exit_now, fork, kill, monotonic_ns, parent_pid, pid_alive,
-    thread_count, wait_exit, wait_readable,
+    Fork, PidFd, WaitOutcome, child_prepare, current_pid, exit_now, fork, kill, parent_pid, pid_alive, thread_count,
+    wait_exit, wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};
 pub(crate) use signal::{EventFd, SigintGuard, ignore_signal, take_sigint};

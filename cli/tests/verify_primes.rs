@@ -1,13 +1,14 @@
 //! verify-primes: every flag variant gives the oracle's answers; a killed worker is reported.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
-#[path = "common/redis.rs"]
+#[path = "../../tests/common/redis.rs"]
 mod redis_server;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mproc::book::primes::{BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier, is_prime_miller_rabin};
+use mproc_book::primes::{BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier, is_prime_miller_rabin};
 
 fn variants() -> Vec<Variant> {
     let with_redis = cfg!(feature = "redis") && redis_server::url().is_some();

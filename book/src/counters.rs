@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Instant;
 
-use crate::{Barrier, Error, FileLock, Lock, Process, RawValue, Result, Value};
+use mproc::{Barrier, Error, FileLock, Lock, Process, RawValue, Result, Value};
 
 /// How the shared count is kept and guarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -205,7 +205,7 @@ fn spawn_all(n: u32, work: impl Fn() -> Result<()>) -> Result<()> {
             continue;
         }
         first_error = Some(match &st {
-            crate::ExitStatus::Panicked(_) | crate::ExitStatus::Failed(_) => {
+            mproc::ExitStatus::Panicked(_) | mproc::ExitStatus::Failed(_) => {
                 Error::InvalidState(format!("worker {} {st}", p.pid()))
             }
             _ => Error::WorkerDied { pid: p.pid(), signal: st.signal(), code: st.code(), task: None },

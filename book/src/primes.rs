@@ -18,7 +18,7 @@
 //! reaches 0. "Between blocks" is its redux: an inner loop over a block of divisors with no
 //! check at all, the flag read between blocks.
 //!
-//! How often to poll is the trade-off: see [`crate::flag::poll_interval`]. `CheckEvery::Auto`
+//! How often to poll is the trade-off: see [`mproc::flag::poll_interval`]. `CheckEvery::Auto`
 //! measures the flag's poll cost and the loop's speed here and polls as often as 1 % overhead
 //! allows; `CheckEvery::Every(1000)` is the book's setting.
 
@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::flag::{EarlyExit, poll_cost, poll_interval};
-use crate::sys::monotonic_ns;
-use crate::{Error, Flag, Manager, ManagerFlag, MmapFlag, OnWorkerDeath, Pool, RawValue, Result};
+use mproc::flag::{EarlyExit, poll_cost, poll_interval};
+use mproc::monotonic_ns;
+use mproc::{Error, Flag, Manager, ManagerFlag, MmapFlag, OnWorkerDeath, Pool, RawValue, Result};
 
 /// The book's five numbers: a composite with a tiny factor, two composites whose factors sit 30 %
 /// and 54 % of the way to `√n`, and two primes.
@@ -350,7 +350,7 @@ pub struct Ctx {
     mmap: MmapFlag,
     manager: Option<ManagerFlag>,
     #[cfg(feature = "redis")]
-    redis: Option<crate::RedisFlag>,
+    redis: Option<mproc::RedisFlag>,
     found_ns: RawValue<u64>,
 }
 
@@ -459,7 +459,7 @@ impl Verifier {
         #[cfg(feature = "redis")]
         let redis = if variants.contains(&Variant::Redis) {
             let url = cfg.redis_url.clone().unwrap_or_else(|| "redis://127.0.0.1:6379/".into());
-            Some(crate::RedisFlag::new(&url, &format!("mproc:verify-primes:{}", crate::sys::current_pid()))?)
+            Some(mproc::RedisFlag::new(&url, &format!("mproc:verify-primes:{}", std::process::id()))?)
         } else {
             None
         };

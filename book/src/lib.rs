@@ -6,7 +6,7 @@
 pub mod counters;
 pub mod primes;
 
-use crate::{Error, Result};
+use mproc::{Error, Result};
 
 /// The one of `all` whose `name` is `s`; otherwise an error listing the names (`what` says what
 /// kind of name it is). Shared by the experiments' variant enums.

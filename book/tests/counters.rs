@@ -1,8 +1,9 @@
 //! The book's counters: guarded variants never lose an update.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use mproc::book::counters::{self, Config, Variant};
+use mproc_book::counters::{self, Config, Variant};
 
 fn cfg(processes: u32, count: u64, dir: &std::path::Path) -> Config {
     Config { processes, count, barrier: true, dir: dir.to_owned() }

@@ -1,7 +1,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use mproc::book::primes::{self, BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier};
+use mproc_book::primes::{self, BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier};
 
 #[derive(clap::Args)]
 pub struct Args {

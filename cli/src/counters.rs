@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use mproc::book::counters::{self, Config, Variant};
+use mproc_book::counters::{self, Config, Variant};
 
 #[derive(clap::Args)]
 pub struct Args {
