@@ -145,9 +145,55 @@ pub enum Error {
         threads: usize,
     },
 
-    /// An object is used in a way it does not support here (the message says how).
-    #[error("{0}")]
-    InvalidState(String),
+    /// The pool can run no more work: its workers could not be kept alive (the reason says why,
+    /// e.g. an initializer that fails in every new worker). Build a new pool.
+    #[error("the pool is broken: {reason}")]
+    PoolBroken {
+        /// What broke it.
+        reason: String,
+    },
+
+    /// A call that the object does not allow in its current state (the message says which call
+    /// and what to do instead): a programming error, not a runtime failure.
+    #[error("misuse: {0}")]
+    Misuse(String),
+
+    /// A task's argument or result could not be encoded (serde). Nothing was sent for that task.
+    #[error("the {what} of task {task} could not be encoded: {message}")]
+    Encode {
+        /// `"argument"` or `"result"`.
+        what: &'static str,
+        /// The task.
+        task: u64,
+        /// The serializer's message.
+        message: String,
+    },
+
+    /// A task's argument or result could not be decoded on the other side (serde): the type's
+    /// `Serialize` and `Deserialize` disagree.
+    #[error("the {what} of task {task} could not be decoded: {message}")]
+    Decode {
+        /// `"argument"` or `"result"`.
+        what: &'static str,
+        /// The task.
+        task: u64,
+        /// The deserializer's message.
+        message: String,
+    },
+
+    /// Shared state was found malformed: written by something other than mproc's own code (or a
+    /// bug). The message says what was wrong where.
+    #[error("corrupt shared state: {0}")]
+    Corrupt(String),
+
+    /// A child process ended in failure (an experiment's worker, say).
+    #[error("process {pid} {status}")]
+    ChildFailed {
+        /// Its pid.
+        pid: i32,
+        /// How it ended.
+        status: crate::ExitStatus,
+    },
 
     /// A bad argument (the message says which and why).
     #[error("invalid argument: {0}")]

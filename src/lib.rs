@@ -177,13 +177,16 @@ pub mod worker;
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisCounter, RedisFlag};
 pub use array::{Array, ArrayGuard, RawArray};
+/// The plain-data contract [`Plain`] is bytemuck's `Pod`: re-exported so `#[derive(Pod, Zeroable)]`
+/// (feature `derive`) and `unsafe impl Pod` need no extra dependency.
+pub use bytemuck;
 pub use error::{Error, Result, Signal};
 pub use file_lock::{FileLock, FileLockGuard};
 pub use flag::{EarlyExit, Flag, MmapFlag};
 pub use manager::{Manager, ManagerClient, ManagerFlag};
 pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, PoolBuilder, ResultIter};
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
-pub use shm::{Arena, Segment, ShmBox, ShmSafe};
+pub use shm::{Arena, Plain, Segment, ShmBox, ShmSafe};
 pub use sync::{Barrier, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore};
 pub use sys::monotonic_ns;
 pub use value::{AtomicValue, RawValue, Value, ValueGuard};

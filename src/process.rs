@@ -43,7 +43,10 @@ pub(crate) fn fork_policy() -> ForkPolicy {
 ///
 /// Checks the fork policy, flushes stdout, forks, and in the child applies the fork rules of
 /// [`crate::sys`] (parent-death signal first) before calling `child`. Returns the child's pid.
-pub(crate) fn fork_with(policy: Option<ForkPolicy>, child: impl FnOnce() -> i32) -> Result<i32> {
+/// `keep_fds`: descriptors of mproc's own that the child needs (the pool's wake-up eventfd);
+/// every other descriptor mproc registered is closed in the child.
+pub(crate) fn fork_with(policy: Option<ForkPolicy>, keep_fds: &[i32], child: impl FnOnce() -> i32) -> Result<i32> {
+    let _ = keep_fds; // see the fd registry in `sys`
     fork_child(policy, true, child)
 }
 

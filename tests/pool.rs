@@ -219,7 +219,7 @@ fn bad_input_gives_clear_errors_not_panics() {
         let pool = Pool::new(1).unwrap();
         assert!(matches!(pool.map(|_, x: u8| x, 0..3u8, Some(0)), Err(Error::InvalidArgument(_))));
         assert!(pool.imap(|_, x: u8| x, 0..3u8, 0).is_err());
-        assert!(matches!(pool.join(), Err(Error::InvalidState(_))), "join before close");
+        assert!(matches!(pool.join(), Err(Error::Misuse(_))), "join before close");
         pool.close();
         assert!(matches!(pool.map(|_, x: u8| x, 0..3u8, None), Err(Error::PoolClosed)));
         assert!(matches!(pool.apply(|_, x: u8| x, 1), Err(Error::PoolClosed)));

@@ -206,7 +206,7 @@ fn spawn_all(n: u32, work: impl Fn() -> Result<()>) -> Result<()> {
         }
         first_error = Some(match &st {
             mproc::ExitStatus::Panicked(_) | mproc::ExitStatus::Failed(_) => {
-                Error::InvalidState(format!("worker {} {st}", p.pid()))
+                Error::ChildFailed { pid: p.pid(), status: st.clone() }
             }
             _ => Error::WorkerDied { pid: p.pid(), signal: st.signal(), code: st.code(), task: None },
         });

@@ -370,7 +370,7 @@ impl Ctx {
 }
 
 fn not_started(what: &str) -> Error {
-    Error::InvalidState(format!("the {what} flag was not set up: pass its variant to Verifier::new"))
+    Error::Misuse(format!("the {what} flag was not set up: pass its variant to Verifier::new"))
 }
 
 /// One task: a range, the variant, and the poll interval.
@@ -543,7 +543,11 @@ impl Verifier {
         let tasks: Vec<Task> = ranges.iter().map(|&range| Task { range, variant: v.code(), every }).collect();
         let results = self.pool.map(run_task, tasks, Some(1))?;
         if let Some(e) = results.iter().find_map(|r| r.error.clone()) {
-            return Err(Error::InvalidState(format!("{v} flag failed in a worker: {e}")));
+            return Err(Error::Backend {
+                backend: "flag",
+                target: v.to_string(),
+                message: format!("failed in a worker: {e}"),
+            });
         }
         let factor = results.iter().filter_map(|r| r.factor).min();
         let found = ctx.found_ns.load();

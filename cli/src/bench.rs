@@ -72,10 +72,10 @@ fn parallelism() -> mproc::Result<f64> {
     Ok(work.load() as f64 / solo)
 }
 
-pub fn run(c: Command) -> mproc::Result<()> {
+pub fn run(c: Command) -> crate::Result<()> {
     let Command::Pool(a) = c;
     if a.repeat == 0 {
-        return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()));
+        return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()).into());
     }
     let par = parallelism()?;
     let startup = median(
@@ -105,7 +105,7 @@ pub fn run(c: Command) -> mproc::Result<()> {
             let out = pool.map(|_, x: u64| x, 0..a.tasks, chunk)?;
             times.push(t.elapsed().as_secs_f64());
             if out.len() as u64 != a.tasks {
-                return Err(mproc::Error::InvalidState(format!("{} results for {} tasks", out.len(), a.tasks)));
+                return Err(format!("{} results for {} tasks", out.len(), a.tasks).into());
             }
         }
         let seconds = median(times);

@@ -32,7 +32,7 @@ pub fn parse_variants(list: &str) -> mproc::Result<Vec<Variant>> {
     list.split(',').map(|s| s.trim().parse()).collect()
 }
 
-pub fn run(a: Args) -> mproc::Result<()> {
+pub fn run(a: Args) -> crate::Result<()> {
     let variants = parse_variants(&a.variant)?;
     let cfg = Config {
         processes: a.processes,

@@ -10,6 +10,9 @@ mod counters;
 mod shm;
 mod verify;
 
+/// What the subcommands return: the library's errors, or the CLI's own messages.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
 /// Python's multiprocessing, done right: the experiments of High Performance Python's
 /// multiprocessing chapter, re-created with forked workers and shared memory.
 #[derive(Parser)]

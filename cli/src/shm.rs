@@ -16,7 +16,7 @@ pub enum Command {
     Clean,
 }
 
-pub fn run(c: Command) -> mproc::Result<()> {
+pub fn run(c: Command) -> crate::Result<()> {
     match c {
         Command::Read { name, offset } => {
             let seg = Segment::open(&name)?;
@@ -24,7 +24,8 @@ pub fn run(c: Command) -> mproc::Result<()> {
                 return Err(mproc::Error::InvalidArgument(format!(
                     "offset {offset} is past the end of {name} ({} bytes)",
                     seg.len()
-                )));
+                ))
+                .into());
             }
             // SAFETY: a read-only snapshot for display; a concurrent writer can only make the
             // text garbled, and the bytes are copied out at once.

@@ -86,7 +86,7 @@ fn emit(row: &Row, json: bool) {
     let _ = std::io::stdout().flush();
 }
 
-pub fn run(a: Args) -> mproc::Result<()> {
+pub fn run(a: Args) -> crate::Result<()> {
     let numbers = a.numbers.as_deref().map_or(Ok(BOOK_NUMBERS.to_vec()), parse_numbers)?;
     let variants: Vec<Variant> = if a.flag == "all" {
         Variant::ALL.to_vec()
@@ -94,7 +94,7 @@ pub fn run(a: Args) -> mproc::Result<()> {
         a.flag.split(',').map(|s| s.trim().parse()).collect::<mproc::Result<_>>()?
     };
     if a.repeat == 0 {
-        return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()));
+        return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()).into());
     }
     let cfg = Config {
         processes: a.processes.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
@@ -146,7 +146,7 @@ pub fn run(a: Args) -> mproc::Result<()> {
             for _ in 0..a.repeat {
                 let c = verifier.check(v, n).map_err(|e| explain(&verifier, v, n, e))?;
                 if is_prime.is_some_and(|p| p != c.is_prime) {
-                    return Err(mproc::Error::InvalidState(format!("{v} gave different answers for {n} in two runs")));
+                    return Err(format!("{v} gave different answers for {n} in two runs").into());
                 }
                 is_prime = Some(c.is_prime);
                 times.push(c.seconds);
@@ -173,16 +173,15 @@ pub fn run(a: Args) -> mproc::Result<()> {
 }
 
 /// Says which worker died and on which range, when that is what happened.
-fn explain(verifier: &Verifier, v: Variant, n: u64, e: mproc::Error) -> mproc::Error {
+fn explain(verifier: &Verifier, v: Variant, n: u64, e: mproc::Error) -> Box<dyn std::error::Error> {
     let root = e.root();
     if let mproc::Error::WorkerDied { task, .. } = root {
         let ranges = verifier.ranges(v, n);
         let what = task
             .and_then(|t| ranges.get(t as usize).map(|r| format!("{r} (range {} of {})", t + 1, ranges.len())))
             .unwrap_or_else(|| format!("a range of {n}"));
-        return mproc::Error::InvalidState(format!(
-            "{root}: it was checking {what} with the {v} flag; rerun with --retry to run its range again"
-        ));
+        return format!("{root}: it was checking {what} with the {v} flag; rerun with --retry to run its range again")
+            .into();
     }
-    e
+    e.into()
 }

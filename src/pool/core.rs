@@ -178,7 +178,7 @@ impl Core {
         let max_tasks = self.settings.max_tasks_per_child;
         shared.current_item.store(0, Ordering::Relaxed);
         shared.done.store(0, Ordering::Relaxed);
-        let pid = fork_with(self.settings.fork_policy, || {
+        let pid = fork_with(self.settings.fork_policy, &[wake.as_raw_fd()], || {
             sys::ignore_signal(libc::SIGINT);
             crate::worker::set(i, seed);
             worker::install_panic_hook();
@@ -203,7 +203,7 @@ impl Core {
             return Err(Error::PoolClosed);
         }
         if let Some(b) = &self.broken {
-            return Err(Error::InvalidState(b.clone()));
+            return Err(Error::PoolBroken { reason: b.clone() });
         }
         Ok(())
     }
@@ -536,7 +536,7 @@ impl Core {
                 return Ok(true);
             }
             if let Some(b) = &self.broken {
-                return Err(Error::InvalidState(b.clone()));
+                return Err(Error::PoolBroken { reason: b.clone() });
             }
             if self.terminated {
                 return Err(Error::PoolClosed);
@@ -579,7 +579,7 @@ impl Core {
     /// After `close`: finishes every job, tells the workers to stop, and waits for them.
     pub(crate) fn join(&mut self) -> Result<()> {
         if !self.closed {
-            return Err(Error::InvalidState("call close() before join()".into()));
+            return Err(Error::Misuse("call close() before join()".into()));
         }
         self.drive(|c| c.jobs.values().all(|j| j.complete() || j.abandoned) && c.requeue.is_empty(), None)?;
         for s in self.slots.iter().filter(|s| s.alive) {

@@ -66,7 +66,7 @@ impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
                     b.clear();
                     if let Err(e) = W::encode(&x, &mut b) {
                         self.scratch = b;
-                        rejected.push((idx, Error::InvalidArgument(format!("argument of task {idx}: {e}"))));
+                        rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
                         if count > 0 {
                             break;
                         }
@@ -124,7 +124,7 @@ pub(crate) fn deliver(sink: &mut dyn Sink, first: u64, count: u32, mut body: &[u
     for k in 0..u64::from(count) {
         let idx = first + k;
         let Some((&tag, rest)) = body.split_first() else {
-            sink.fail(idx, Error::InvalidState(format!("task {idx}: result record truncated")));
+            sink.fail(idx, Error::Corrupt(format!("task {idx}: result record truncated")));
             failed += 1;
             continue;
         };
@@ -134,7 +134,7 @@ pub(crate) fn deliver(sink: &mut dyn Sink, first: u64, count: u32, mut body: &[u
                 Ok(()) => continue,
                 Err(e) => {
                     body = &[]; // the rest of the record cannot be parsed any more
-                    Error::InvalidState(format!("task {idx}: {e}"))
+                    Error::Decode { what: "result", task: idx, message: e }
                 }
             },
             wire::PANICKED => Error::TaskPanicked { task: idx, message: wire::get_str(&mut body) },
@@ -143,7 +143,7 @@ pub(crate) fn deliver(sink: &mut dyn Sink, first: u64, count: u32, mut body: &[u
                 let limit = wire::get_u64(&mut body) as usize;
                 Error::MessageTooLarge { what: "result", task: idx, size, limit }
             }
-            _ => Error::InvalidState(format!("task {idx}: {}", wire::get_str(&mut body))),
+            _ => Error::Decode { what: "argument", task: idx, message: wire::get_str(&mut body) },
         };
         sink.fail(idx, err);
         failed += 1;

@@ -306,7 +306,7 @@ impl<Ctx> Pool<Ctx> {
     fn run_all<R: 'static, WO: Wire<R> + 'static>(&self, id: u64) -> Result<Vec<R>> {
         let mut core = self.core.borrow_mut();
         let r = core.drive(|c| c.jobs.get(&id).is_none_or(|j| j.complete()), None);
-        let mut job = core.take(id).ok_or_else(|| Error::InvalidState("job vanished".into()))?;
+        let mut job = core.take(id).ok_or_else(|| Error::Corrupt("the job vanished".into()))?;
         drop(core);
         r?;
         let sink = job.sink.as_any().downcast_mut::<Collect<R, WO>>().expect("sink type matches its job");
@@ -565,7 +565,7 @@ pub struct AsyncResult<'p, Ctx, R> {
 impl<Ctx, R: Serialize + DeserializeOwned + 'static> AsyncResult<'_, Ctx, R> {
     fn drive_until(&self, deadline: Option<Instant>) -> Result<bool> {
         if self.taken {
-            return Err(Error::InvalidState("the result was already taken".into()));
+            return Err(Error::Misuse("the result was already taken".into()));
         }
         let id = self.id;
         self.pool.core.borrow_mut().drive(|c| c.jobs.get(&id).is_none_or(|j| j.complete()), deadline)
@@ -599,7 +599,7 @@ impl<Ctx, R: Serialize + DeserializeOwned + 'static> AsyncResult<'_, Ctx, R> {
         self.taken = true;
         let r = self.pool.pop::<R>(self.id);
         self.pool.core.borrow_mut().take(self.id);
-        r.unwrap_or_else(|| Err(Error::InvalidState("the task produced no result".into())))
+        r.unwrap_or_else(|| Err(Error::Corrupt("the task produced no result".into())))
     }
 }
 

@@ -17,7 +17,7 @@ mod segment;
 mod shmbox;
 
 pub use arena::Arena;
-pub use safe::ShmSafe;
+pub use safe::{Plain, ShmSafe};
 pub(crate) use segment::Mapping;
 pub use segment::Segment;
 pub use shmbox::ShmBox;

@@ -1,5 +1,24 @@
 use std::sync::atomic::*;
 
+/// Plain data: a `Copy` type made of numbers, for which **every bit pattern is a valid value** and
+/// which has **no padding** — so a value can be copied out of shared memory that another process
+/// may have written (anything it wrote is a valid `T`), and copied in as bytes without leaking
+/// uninitialised padding.
+///
+/// This is [`bytemuck::Pod`] (plus `Send + Sync`); every `Pod` type is `Plain`. Integers, floats,
+/// arrays of them and `#[repr(C)]` structs of them without padding qualify (derive `Pod` with
+/// bytemuck's `derive` feature, re-exported as mproc's `derive` feature). `bool` and `char` do
+/// not: not every byte is a valid `bool`.
+///
+/// ```compile_fail
+/// // Regression (plain_data_rejects_bool): a `bool` whose byte is 2 is undefined behaviour.
+/// fn needs_plain<T: mproc::Plain>() {}
+/// needs_plain::<bool>();
+/// ```
+pub trait Plain: bytemuck::Pod + Send + Sync {}
+
+impl<T: bytemuck::Pod + Send + Sync> Plain for T {}
+
 /// Types that may live in shared memory and be used from several processes at once.
 ///
 /// # Safety

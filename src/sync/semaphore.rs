@@ -107,10 +107,11 @@ impl Semaphore {
 
     /// Returns a permit, waking one waiter. Fails only if the count would overflow `u32`.
     pub fn release(&self) -> Result<()> {
-        self.st
-            .count
-            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| c.checked_add(1))
-            .map_err(|_| Error::InvalidState("semaphore count would overflow u32".into()))?;
+        self.st.count.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| c.checked_add(1)).map_err(|_| {
+            Error::Misuse(
+                "Semaphore::release: the count would overflow u32 (released more often than acquired?)".into(),
+            )
+        })?;
         if self.st.waiters.load(Ordering::SeqCst) > 0 {
             futex_wake_one(&self.st.count);
         }
