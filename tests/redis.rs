@@ -9,7 +9,7 @@ use mproc::{EarlyExit, Process, RedisCounter, RedisFlag};
 
 #[test]
 fn a_redis_flag_set_in_one_process_is_seen_in_another() {
-    let Some(url) = redis_server::url() else { return };
+    let Some(url) = redis_server::url("a_redis_flag_set_in_one_process_is_seen_in_another") else { return };
     common::run("redis_flag", common::SECS(60), || {
         let flag = RedisFlag::new(&url, &format!("test:flag:{}", std::process::id())).unwrap();
         assert!(!flag.is_set().unwrap());
@@ -23,7 +23,9 @@ fn a_redis_flag_set_in_one_process_is_seen_in_another() {
 
 #[test]
 fn four_processes_times_1000_redis_increments_end_at_exactly_4000() {
-    let Some(url) = redis_server::url() else { return };
+    let Some(url) = redis_server::url("four_processes_times_1000_redis_increments_end_at_exactly_4000") else {
+        return;
+    };
     common::run("redis_counter", common::SECS(60), || {
         let c = RedisCounter::new(&url, &format!("test:count:{}", std::process::id())).unwrap();
         let procs: Vec<_> = (0..4)

@@ -30,14 +30,25 @@ fn file_lock_four_processes_times_1000_end_at_exactly_4000() {
     });
 }
 
+/// The book's lesson, shown: without a lock, concurrent read-modify-writes lose updates. Loss is
+/// a race, so each variant gets a few tries; with 4 processes started together on 2 or more CPUs
+/// one try nearly always suffices. An unguarded counter can only lose, never invent, updates.
 #[test]
-fn unguarded_variants_never_count_more_than_expected() {
+fn unguarded_variants_lose_updates_and_never_invent_any() {
     common::run("counters_unguarded", common::SECS(120), || {
         let tmp = common::TempDir::new("cnolock");
-        for v in [Variant::FileNolock, Variant::ValueNolock] {
-            let o = counters::run(v, &cfg(4, 500, &tmp.0)).expect("run");
-            assert!(o.got <= o.expected && o.got > 0, "{v}: {o:?}");
-            assert_eq!(o.lost, o.expected - o.got);
+        for (v, count) in [(Variant::FileNolock, 2_000), (Variant::ValueNolock, 200_000)] {
+            let mut lost_some = false;
+            for _try in 0..5 {
+                let o = counters::run(v, &cfg(4, count, &tmp.0)).expect("run");
+                assert!(o.got <= o.expected, "{v} counted more than was added: {o:?}");
+                assert_eq!(o.lost, o.expected - o.got);
+                if o.lost > 0 {
+                    lost_some = true;
+                    break;
+                }
+            }
+            assert!(lost_some, "{v}: 5 runs of 4 x {count} unguarded increments lost nothing");
         }
     });
 }

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use mproc_book::primes::{BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier, is_prime_miller_rabin};
 
-fn variants() -> Vec<Variant> {
-    let with_redis = cfg!(feature = "redis") && redis_server::url().is_some();
-    Variant::ALL.into_iter().filter(|&v| v != Variant::Redis || with_redis).collect()
+/// Every variant, and the Redis URL; without a server the redis variant is left out (and said so).
+fn variants(test: &str) -> (Vec<Variant>, Option<String>) {
+    let url = if cfg!(feature = "redis") { redis_server::url(&format!("{test} (its redis variant)")) } else { None };
+    (Variant::ALL.into_iter().filter(|&v| v != Variant::Redis || url.is_some()).collect(), url)
 }
 
 fn numbers() -> Vec<u64> {
@@ -40,9 +41,9 @@ fn numbers() -> Vec<u64> {
 #[test]
 fn every_flag_variant_gives_the_miller_rabin_answer_for_every_number() {
     common::run("verify_all_variants", common::SECS(300), || {
-        let vs = variants();
+        let (vs, url) = variants("every_flag_variant_gives_the_miller_rabin_answer_for_every_number");
         for split in [Split::Interleaved, Split::Contiguous] {
-            let cfg = Config { processes: 2, split, redis_url: redis_server::url(), ..Config::default() };
+            let cfg = Config { processes: 2, split, redis_url: url.clone(), ..Config::default() };
             let v = Verifier::new(cfg, &vs).unwrap();
             for &variant in &vs {
                 for n in numbers() {
@@ -60,13 +61,8 @@ fn every_flag_variant_gives_the_miller_rabin_answer_for_every_number() {
 #[test]
 fn the_books_poll_interval_works_for_every_flag_and_the_flag_stops_the_others() {
     common::run("verify_check_every_1000", common::SECS(300), || {
-        let vs = variants();
-        let cfg = Config {
-            processes: 2,
-            check_every: CheckEvery::Every(1000),
-            redis_url: redis_server::url(),
-            ..Config::default()
-        };
+        let (vs, url) = variants("the_books_poll_interval_works_for_every_flag_and_the_flag_stops_the_others");
+        let cfg = Config { processes: 2, check_every: CheckEvery::Every(1000), redis_url: url, ..Config::default() };
         let v = Verifier::new(cfg, &vs).unwrap();
         // √n ≈ 10⁷: each worker has ~5 ms of divisors, and the factor sits 20 % of the way, so the
         // finder stops the other worker early. Scheduling on a loaded machine can still start one

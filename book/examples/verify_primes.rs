@@ -1,8 +1,8 @@
-//! The book's verify-primes: check big numbers across 2 processes that stop early through a shared flag, six ways. Run: `cargo run --release --example verify_primes -- [VARIANT] [NUMBER...]`
+//! The book's verify-primes: check big numbers across 2 processes that stop early through a shared flag, six ways. Run: `cargo run --release -p mproc-book --example verify_primes -- [VARIANT] [NUMBER...]`
 //!
 //! VARIANT is one of none, less-naive, manager, rawvalue, mmap, mmap-redux (default rawvalue);
 //! redis needs the `redis` feature and a server (see `mproc verify-primes --flag redis`). The
-//! variants are implemented in `book/src/primes.rs`; `mproc verify-primes` has every option.
+//! variants are implemented in `src/primes.rs`; `mproc verify-primes` has every option.
 
 use std::time::Instant;
 

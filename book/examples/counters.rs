@@ -1,6 +1,6 @@
-//! The book's counters: N processes add 1 to a shared count M times, six ways; the unguarded ones lose updates. Run: `cargo run --release --example counters -- [PROCESSES] [COUNT]`
+//! The book's counters: N processes add 1 to a shared count M times, six ways; the unguarded ones lose updates. Run: `cargo run --release -p mproc-book --example counters -- [PROCESSES] [COUNT]`
 //!
-//! Each variant is a few lines in `book/src/counters.rs`; the `mproc counters` command runs the
+//! Each variant is a few lines in `src/counters.rs`; the `mproc counters` command runs the
 //! same code with more options (`--barrier`, `--json`, `--variant`).
 
 use mproc_book::counters::{self, Config, Variant};
