@@ -22,7 +22,7 @@ fn main() -> mproc::Result<()> {
                 return None;
             }
             s.checked.fetch_add(1);
-            (n % 7919 == 0).then(|| {
+            n.is_multiple_of(7919).then(|| {
                 s.found.set();
                 n
             })
