@@ -27,8 +27,9 @@ test:
 bench:
 	$(CARGO) bench --bench locks --bench pool
 
+# BASELINE=path/to/an/older/mproc adds its figures beside today's, measured in the same run.
 compare: build
-	bash scripts/compare.sh --processes 2 --repeat $(REPEAT)
+	bash scripts/compare.sh --processes 2 --repeat $(REPEAT) $(if $(BASELINE),--baseline $(BASELINE))
 
 lint:
 	bash scripts/lint.sh
