@@ -4,6 +4,7 @@
 //! and the outcomes the tests assert come from the same code.
 
 pub mod counters;
+pub mod kernel;
 pub mod primes;
 
 use mproc::{Error, Result};

@@ -32,6 +32,8 @@ use mproc::flag::{EarlyExit, poll_cost, poll_interval};
 use mproc::monotonic_ns;
 use mproc::{Error, Flag, Manager, ManagerFlag, MmapFlag, OnWorkerDeath, Pool, RawValue, Result};
 
+use crate::kernel::Kernel;
+
 /// The book's five numbers: a composite with a tiny factor, two composites whose factors sit 30 %
 /// and 54 % of the way to `√n`, and two primes.
 pub const BOOK_NUMBERS: [u64; 5] = [
@@ -170,6 +172,8 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Run a range again if its worker dies (instead of failing).
     pub retry: bool,
+    /// The trial-division loop (default: the fast kernel).
+    pub kernel: Kernel,
 }
 
 impl Default for Config {
@@ -181,6 +185,7 @@ impl Default for Config {
             split: Split::Interleaved,
             redis_url: None,
             retry: false,
+            kernel: Kernel::default(),
         }
     }
 }
@@ -235,20 +240,18 @@ enum Scan {
 }
 
 #[inline]
-fn scan_plain(r: Range) -> Option<u64> {
-    let mut d = r.start;
-    while d <= r.end {
-        if r.n.is_multiple_of(d) {
-            return Some(d);
-        }
-        d += r.step;
-    }
-    None
+fn scan(r: Range, kernel: Kernel) -> Option<u64> {
+    kernel.first_factor(r.n, r.start, r.end, r.step)
 }
 
-/// The book's loop: count down every divisor, poll when the count reaches 0.
+/// The book's loop: count down every divisor, poll when the count reaches 0. The fast kernel
+/// checks [`LANES`](crate::kernel::LANES) divisors per step, so a per-divisor countdown has no
+/// meaning there: it polls between blocks of `every` divisors, like the redux.
 #[inline]
-fn scan_countdown<F: EarlyExit + ?Sized>(r: Range, every: u64, flag: &F) -> Result<Scan> {
+fn scan_countdown<F: EarlyExit + ?Sized>(r: Range, every: u64, flag: &F, kernel: Kernel) -> Result<Scan> {
+    if kernel == Kernel::Fast {
+        return scan_blocks(r, every, flag, kernel);
+    }
     let mut countdown = every;
     let mut d = r.start;
     while d <= r.end {
@@ -269,11 +272,11 @@ fn scan_countdown<F: EarlyExit + ?Sized>(r: Range, every: u64, flag: &F) -> Resu
 
 /// The redux: a tight inner loop over a block of `every` divisors, the poll between blocks.
 #[inline]
-fn scan_blocks<F: EarlyExit + ?Sized>(r: Range, every: u64, flag: &F) -> Result<Scan> {
+fn scan_blocks<F: EarlyExit + ?Sized>(r: Range, every: u64, flag: &F, kernel: Kernel) -> Result<Scan> {
     let mut lo = r.start;
     while lo <= r.end {
         let hi = r.end.min(lo.saturating_add(r.step.saturating_mul(every - 1)));
-        if let Some(d) = scan_plain(Range { start: lo, end: hi, ..r }) {
+        if let Some(d) = scan(Range { start: lo, end: hi, ..r }, kernel) {
             return Ok(Scan::Factor(d));
         }
         if flag.is_set()? {
@@ -288,13 +291,18 @@ fn scan_blocks<F: EarlyExit + ?Sized>(r: Range, every: u64, flag: &F) -> Result<
 }
 
 /// The smallest factor of `n` (`None` when `n` is prime; `Some(n)` for 0 and 1), by trial
-/// division in this process: the serial baseline.
+/// division in this process with the plain `%` loop: the reference.
 pub fn smallest_factor(n: u64) -> Option<u64> {
+    smallest_factor_with(n, Kernel::Plain)
+}
+
+/// [`smallest_factor`] with the given kernel: the serial baseline of a run.
+pub fn smallest_factor_with(n: u64, kernel: Kernel) -> Option<u64> {
     match n {
         0 | 1 => Some(n),
         2 | 3 => None,
         _ if n.is_multiple_of(2) => Some(2),
-        _ => scan_plain(Range { n, start: 3, end: n.isqrt(), step: 2 }),
+        _ => scan(Range { n, start: 3, end: n.isqrt(), step: 2 }, kernel),
     }
 }
 
@@ -379,6 +387,7 @@ struct Task {
     range: Range,
     variant: u8,
     every: u64,
+    fast: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -391,13 +400,14 @@ struct TaskResult {
 
 fn run_task(ctx: &Ctx, t: Task) -> TaskResult {
     let variant = Variant::ALL[usize::from(t.variant)];
+    let k = if t.fast { Kernel::Fast } else { Kernel::Plain };
     let scan = match variant {
-        Variant::None | Variant::LessNaive => Ok(scan_plain(t.range).map_or(Scan::Done, Scan::Factor)),
+        Variant::None | Variant::LessNaive => Ok(scan(t.range, k).map_or(Scan::Done, Scan::Factor)),
         // Statically dispatched for the shared-memory flags: the poll inlines to one load.
-        Variant::Rawvalue => scan_countdown(t.range, t.every, &ctx.raw),
-        Variant::Mmap => scan_countdown(t.range, t.every, &ctx.mmap),
-        Variant::MmapRedux => scan_blocks(t.range, t.every, &ctx.mmap),
-        Variant::Manager | Variant::Redis => ctx.flag(variant).and_then(|f| scan_countdown(t.range, t.every, f)),
+        Variant::Rawvalue => scan_countdown(t.range, t.every, &ctx.raw, k),
+        Variant::Mmap => scan_countdown(t.range, t.every, &ctx.mmap, k),
+        Variant::MmapRedux => scan_blocks(t.range, t.every, &ctx.mmap, k),
+        Variant::Manager | Variant::Redis => ctx.flag(variant).and_then(|f| scan_countdown(t.range, t.every, f, k)),
     };
     match scan {
         Ok(Scan::Factor(d)) => {
@@ -475,12 +485,13 @@ impl Verifier {
             redis,
             found_ns: RawValue::new(0)?,
         };
-        let iteration = iteration_cost();
+        // Polls are planned per 64 steps: one step of the fast kernel is too short for a Duration.
+        let per_64 = Duration::from_secs_f64(iteration_ns(cfg.kernel) * 64e-9);
         let mut every = Vec::new();
         for &v in variants.iter().filter(|v| v.has_flag()) {
             let k = match cfg.check_every {
                 CheckEvery::Every(k) => k,
-                CheckEvery::Auto => poll_interval(poll_cost(ctx.flag(v)?, 101)?, iteration, 0.01),
+                CheckEvery::Auto => poll_interval(poll_cost(ctx.flag(v)?, 101)?, per_64, 0.01).saturating_mul(64),
             };
             every.push((v, k));
         }
@@ -525,7 +536,7 @@ impl Verifier {
         if v != Variant::None {
             let cutoff = self.cfg.serial_cutoff.min(n.isqrt() + 1);
             if cutoff > 3
-                && let Some(f) = scan_plain(Range { n, start: 3, end: cutoff - 1, step: 2 })
+                && let Some(f) = scan(Range { n, start: 3, end: cutoff - 1, step: 2 }, Kernel::Plain)
             {
                 return Ok(done(Some(f), None));
             }
@@ -540,7 +551,8 @@ impl Verifier {
         }
         ctx.found_ns.store(0);
         let every = self.check_every(v).unwrap_or(u64::MAX);
-        let tasks: Vec<Task> = ranges.iter().map(|&range| Task { range, variant: v.code(), every }).collect();
+        let fast = self.cfg.kernel == Kernel::Fast;
+        let tasks: Vec<Task> = ranges.iter().map(|&range| Task { range, variant: v.code(), every, fast }).collect();
         let results = self.pool.map(run_task, tasks, Some(1))?;
         if let Some(e) = results.iter().find_map(|r| r.error.clone()) {
             return Err(Error::Backend {
@@ -558,25 +570,24 @@ impl Verifier {
     }
 }
 
-/// The cost of one trial-division step here (best of three timed runs over 2^21 divisors of a
-/// large prime).
-fn iteration_cost() -> Duration {
+/// The cost of one trial-division step of `kernel` here, in nanoseconds (best of three timed
+/// runs over 2^21 divisors of a large prime). A fast-kernel step costs well under 1 ns, below
+/// what a `Duration` can hold, hence the float.
+pub fn iteration_ns(kernel: Kernel) -> f64 {
     const STEPS: u64 = 1 << 21;
+    const FROM: u64 = 1 << 13 | 1;
     let n = BOOK_NUMBERS[3];
     (0..3)
         .map(|_| {
             let t = Instant::now();
-            std::hint::black_box(scan_plain(Range {
-                n: std::hint::black_box(n),
-                start: 3,
-                end: 3 + 2 * STEPS,
-                step: 2,
-            }));
-            t.elapsed() / STEPS as u32
+            std::hint::black_box(scan(
+                Range { n: std::hint::black_box(n), start: FROM, end: FROM + 2 * STEPS, step: 2 },
+                kernel,
+            ));
+            t.elapsed().as_secs_f64() * 1e9 / STEPS as f64
         })
-        .min()
-        .unwrap_or(Duration::from_nanos(2))
-        .max(Duration::from_nanos(1))
+        .fold(f64::INFINITY, f64::min)
+        .clamp(0.01, 1e6)
 }
 
 #[cfg(test)]
@@ -678,14 +689,16 @@ mod tests {
             }
         }
         let r = Range { n: 1_000_003 * 999_983, start: 3, end: 999_983, step: 2 };
-        for every in [1, 7, 1000, 1 << 40] {
-            assert!(matches!(scan_countdown(r, every, &Fixed(false)).unwrap(), Scan::Factor(999_983)));
-            assert!(matches!(scan_blocks(r, every, &Fixed(false)).unwrap(), Scan::Factor(999_983)));
+        for k in Kernel::ALL {
+            for every in [1, 7, 1000, 1 << 40] {
+                assert!(matches!(scan_countdown(r, every, &Fixed(false), k).unwrap(), Scan::Factor(999_983)));
+                assert!(matches!(scan_blocks(r, every, &Fixed(false), k).unwrap(), Scan::Factor(999_983)));
+            }
+            assert!(matches!(scan_countdown(r, 10, &Fixed(true), k).unwrap(), Scan::Stopped));
+            assert!(matches!(scan_blocks(r, 10, &Fixed(true), k).unwrap(), Scan::Stopped));
+            let prime = Range { n: 1_000_003, start: 3, end: 1000, step: 2 };
+            assert!(matches!(scan_blocks(prime, 3, &Fixed(false), k).unwrap(), Scan::Done));
+            assert!(matches!(scan_countdown(prime, 3, &Fixed(false), k).unwrap(), Scan::Done));
         }
-        assert!(matches!(scan_countdown(r, 10, &Fixed(true)).unwrap(), Scan::Stopped));
-        assert!(matches!(scan_blocks(r, 10, &Fixed(true)).unwrap(), Scan::Stopped));
-        let prime = Range { n: 1_000_003, start: 3, end: 1000, step: 2 };
-        assert!(matches!(scan_blocks(prime, 3, &Fixed(false)).unwrap(), Scan::Done));
-        assert!(matches!(scan_countdown(prime, 3, &Fixed(false)).unwrap(), Scan::Done));
     }
 }

@@ -1,6 +1,7 @@
 use std::io::Write;
 use std::time::Instant;
 
+use mproc_book::kernel::Kernel;
 use mproc_book::primes::{self, BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier};
 
 #[derive(clap::Args)]
@@ -32,6 +33,10 @@ pub struct Args {
     /// Run a range again when its worker dies, instead of failing.
     #[arg(long)]
     retry: bool,
+    /// Trial-division loop: fast (float quotients, exact), plain (`n % d`, the reference), or
+    /// plain,fast to time both.
+    #[arg(long, default_value = "fast")]
+    kernel: String,
     /// One JSON object per (variant, number) instead of a table.
     #[arg(long)]
     json: bool,
@@ -40,6 +45,7 @@ pub struct Args {
 #[derive(serde::Serialize)]
 struct Row {
     variant: String,
+    kernel: &'static str,
     number: u64,
     is_prime: bool,
     processes: usize,
@@ -48,6 +54,8 @@ struct Row {
     repeat: usize,
     check_every: Option<u64>,
     stop_us: Option<f64>,
+    /// Serial rows: wall time per odd divisor tried.
+    ns_per_divisor: Option<f64>,
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -72,15 +80,18 @@ fn emit(row: &Row, json: bool) {
     } else {
         let every = row.check_every.map_or("-".to_owned(), |k| k.to_string());
         let stop = row.stop_us.map_or("-".to_owned(), |s| format!("{s:.1}"));
+        let per = row.ns_per_divisor.map_or("-".to_owned(), |s| format!("{s:.2}"));
         println!(
-            "{:<11} {:>20} {:<6} {:>10.6} {:>10.6} {:>11} {:>8}",
+            "{:<11} {:<6} {:>20} {:<6} {:>10.6} {:>10.6} {:>11} {:>8} {:>8}",
             row.variant,
+            row.kernel,
             row.number,
             if row.is_prime { "prime" } else { "no" },
             row.best_s,
             row.median_s,
             every,
-            stop
+            stop,
+            per
         );
     }
     let _ = std::io::stdout().flush();
@@ -96,36 +107,57 @@ pub fn run(a: Args) -> crate::Result<()> {
     if a.repeat == 0 {
         return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()).into());
     }
-    let cfg = Config {
+    let kernels: Vec<Kernel> = a.kernel.split(',').map(|s| s.trim().parse()).collect::<mproc::Result<_>>()?;
+    let base = Config {
         processes: a.processes.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         check_every: a.check_every.parse::<CheckEvery>()?,
         serial_cutoff: a.serial_cutoff,
         split: a.split.parse::<Split>()?,
-        redis_url: a.redis_url.or_else(|| std::env::var("MPROC_REDIS_URL").ok()),
+        redis_url: a.redis_url.clone().or_else(|| std::env::var("MPROC_REDIS_URL").ok()),
         retry: a.retry,
+        kernel: Kernel::default(),
     };
-    let processes = cfg.processes;
+    let processes = base.processes;
     if !a.json {
         println!(
             "verify-primes: {} processes, check every {}, serial cut-off {}, {} split, best and median of {}",
             processes, a.check_every, a.serial_cutoff, a.split, a.repeat
         );
+        let costs: Vec<String> = kernels
+            .iter()
+            .map(|&k| {
+                let path = if k == Kernel::Fast { format!(" ({})", Kernel::fast_path()) } else { String::new() };
+                format!("{k}{path} {:.2} ns", primes::iteration_ns(k))
+            })
+            .collect();
+        println!("trial division per divisor, one core: {}", costs.join(", "));
         println!(
-            "{:<11} {:>20} {:<6} {:>10} {:>10} {:>11} {:>8}",
-            "variant", "number", "prime?", "best s", "median s", "check-every", "stop µs"
+            "{:<11} {:<6} {:>20} {:<6} {:>10} {:>10} {:>11} {:>8} {:>8}",
+            "variant", "kernel", "number", "prime?", "best s", "median s", "check-every", "stop µs", "ns/div"
         );
     }
-    for &n in &numbers {
+    for &kernel in &kernels {
+        run_kernel(&a, &variants, &numbers, Config { kernel, ..base.clone() })?;
+    }
+    Ok(())
+}
+
+fn run_kernel(a: &Args, variants: &[Variant], numbers: &[u64], cfg: Config) -> crate::Result<()> {
+    let (processes, kernel) = (cfg.processes, cfg.kernel);
+    for &n in numbers {
         let mut times = Vec::with_capacity(a.repeat);
         let mut is_prime = false;
         for _ in 0..a.repeat {
             let t = Instant::now();
-            is_prime = primes::is_prime_serial(n);
+            is_prime = primes::smallest_factor_with(n, kernel).is_none();
             times.push(t.elapsed().as_secs_f64());
         }
         let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+        // Odd divisors up to the factor (or √n): what the serial scan tried.
+        let tried = primes::smallest_factor(n).unwrap_or(n.isqrt()).saturating_sub(1) / 2;
         let row = Row {
             variant: "serial".into(),
+            kernel: kernel.name(),
             number: n,
             is_prime,
             processes: 1,
@@ -134,12 +166,13 @@ pub fn run(a: Args) -> crate::Result<()> {
             repeat: a.repeat,
             check_every: None,
             stop_us: None,
+            ns_per_divisor: (tried > 1000).then(|| best * 1e9 / tried as f64),
         };
         emit(&row, a.json);
     }
-    let verifier = Verifier::new(cfg, &variants)?;
-    for &v in &variants {
-        for &n in &numbers {
+    let verifier = Verifier::new(cfg, variants)?;
+    for &v in variants {
+        for &n in numbers {
             let mut times = Vec::with_capacity(a.repeat);
             let mut stops = Vec::new();
             let mut is_prime = None;
@@ -157,6 +190,7 @@ pub fn run(a: Args) -> crate::Result<()> {
             let best = times.iter().copied().fold(f64::INFINITY, f64::min);
             let row = Row {
                 variant: v.name().into(),
+                kernel: kernel.name(),
                 number: n,
                 is_prime: is_prime.unwrap_or(false),
                 processes,
@@ -165,6 +199,7 @@ pub fn run(a: Args) -> crate::Result<()> {
                 repeat: a.repeat,
                 check_every: verifier.check_every(v),
                 stop_us: (!stops.is_empty()).then(|| median(&mut stops)),
+                ns_per_divisor: None,
             };
             emit(&row, a.json);
         }
