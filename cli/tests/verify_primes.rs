@@ -8,6 +8,7 @@ mod redis_server;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use mproc_book::kernel::Kernel;
 use mproc_book::primes::{BOOK_NUMBERS, CheckEvery, Config, Split, Variant, Verifier, is_prime_miller_rabin};
 
 /// Every variant, and the Redis URL; without a server the redis variant is left out (and said so).
@@ -62,25 +63,34 @@ fn every_flag_variant_gives_the_miller_rabin_answer_for_every_number() {
 fn the_books_poll_interval_works_for_every_flag_and_the_flag_stops_the_others() {
     common::run("verify_check_every_1000", common::SECS(300), || {
         let (vs, url) = variants("the_books_poll_interval_works_for_every_flag_and_the_flag_stops_the_others");
-        let cfg = Config { processes: 2, check_every: CheckEvery::Every(1000), redis_url: url, ..Config::default() };
-        let v = Verifier::new(cfg, &vs).unwrap();
-        // √n ≈ 10⁷: each worker has ~5 ms of divisors, and the factor sits 20 % of the way, so the
-        // finder stops the other worker early. Scheduling on a loaded machine can still start one
-        // worker after the other finished; the flag must stop a worker in at least one of 3 tries.
-        let n = 2_000_003u64 * 50_000_017;
-        for &variant in vs.iter().filter(|v| v.has_flag()) {
-            assert_eq!(v.check_every(variant), Some(1000));
-            let mut stopped = false;
-            for _ in 0..3 {
-                let c = v.check(variant, n).unwrap();
-                assert_eq!((c.is_prime, c.factor), (false, Some(2_000_003)), "{variant}");
-                stopped |= c.stop_latency.is_some();
-                if stopped {
-                    break;
+        // √n ≈ 10⁸: each worker has 25 M divisors (9 ms with the fast kernel, 50 ms with the
+        // plain one), and the factor sits 20 % of the way, so the finder stops the other worker
+        // early. Scheduling on a loaded machine can still start one worker after the other
+        // finished; the flag must stop a worker in at least one of 3 tries.
+        let n = 20_000_003u64 * 500_000_003;
+        for kernel in Kernel::ALL {
+            let cfg = Config {
+                processes: 2,
+                check_every: CheckEvery::Every(1000),
+                redis_url: url.clone(),
+                kernel,
+                ..Config::default()
+            };
+            let v = Verifier::new(cfg, &vs).unwrap();
+            for &variant in vs.iter().filter(|v| v.has_flag()) {
+                assert_eq!(v.check_every(variant), Some(1000));
+                let mut stopped = false;
+                for _ in 0..3 {
+                    let c = v.check(variant, n).unwrap();
+                    assert_eq!((c.is_prime, c.factor), (false, Some(20_000_003)), "{variant} {kernel}");
+                    stopped |= c.stop_latency.is_some();
+                    if stopped {
+                        break;
+                    }
                 }
+                assert!(stopped, "{variant} {kernel}: the flag never stopped a worker");
+                assert!(v.check(variant, 1_000_003).unwrap().is_prime);
             }
-            assert!(stopped, "{variant}: the flag never stopped a worker");
-            assert!(v.check(variant, 1_000_003).unwrap().is_prime);
         }
     });
 }
