@@ -5,6 +5,7 @@
 
 pub mod counters;
 pub mod kernel;
+pub mod pi;
 pub mod primes;
 
 use mproc::{Error, Result};

@@ -47,7 +47,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// How many cores two busy processes really get right now (2.0 on a quiet 2-core machine).
 /// Printed beside every figure: this machine is shared, and a noisy neighbour shows up here.
-fn parallelism() -> mproc::Result<f64> {
+pub fn parallelism() -> mproc::Result<f64> {
     fn spin(d: Duration) -> u64 {
         let t = Instant::now();
         let mut n = 0u64;

@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod counters;
+mod pi;
+mod plot;
 mod shm;
 mod verify;
 
@@ -29,6 +31,9 @@ enum Command {
     /// Check numbers for primality across worker processes, stopping early through a shared flag
     /// (six ways, as in the book).
     VerifyPrimes(verify::Args),
+    /// Estimate π by Monte Carlo: serially, on threads and on processes (the book's first lesson,
+    /// and its reseeding trap with --no-reseed).
+    Pi(pi::Args),
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -44,6 +49,7 @@ fn main() -> ExitCode {
         Command::Shm(c) => shm::run(c),
         Command::Bench(c) => bench::run(c),
         Command::VerifyPrimes(a) => verify::run(a),
+        Command::Pi(a) => pi::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,127 @@
+//! `mproc pi`: Monte Carlo π serially, on threads and on processes.
+
+use mproc_book::pi::{self, Config, Estimate, Kernel, Mode, Pi};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Comma-separated: serial, threads, processes.
+    #[arg(long, default_value = "serial,threads,processes")]
+    mode: String,
+    /// Comma-separated worker counts (threads or processes; serial splits its darts as many ways).
+    #[arg(long, default_value = "1,2,4")]
+    workers: String,
+    /// Darts in all (scientific notation works: 1e8).
+    #[arg(long, default_value = "1e8")]
+    samples: String,
+    /// The parent's seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Workers keep the stream they inherited from the parent (the book's trap: identical darts).
+    #[arg(long)]
+    no_reseed: bool,
+    /// Comma-separated dart kernels: plain (one dart per iteration, floats) and batched.
+    #[arg(long, default_value = "plain,batched")]
+    kernel: String,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write the speed-up plot (speedup-vs-workers) as SVG into this directory.
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
+}
+
+/// Parses a count such as `100000000`, `1e8` or `2.5e6`.
+pub fn parse_count(s: &str, what: &str) -> mproc::Result<u64> {
+    let bad = || mproc::Error::InvalidArgument(format!("{what}: not a positive whole number: {s:?}"));
+    if let Ok(n) = s.parse::<u64>() {
+        return if n > 0 { Ok(n) } else { Err(bad()) };
+    }
+    let f: f64 = s.parse().map_err(|_| bad())?;
+    if f >= 1.0 && f <= u64::MAX as f64 && f.fract() == 0.0 { Ok(f as u64) } else { Err(bad()) }
+}
+
+pub fn parse_list<T: std::str::FromStr<Err = mproc::Error>>(s: &str) -> mproc::Result<Vec<T>> {
+    s.split(',').map(|x| x.trim().parse()).collect()
+}
+
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    #[serde(flatten)]
+    est: &'a Estimate,
+    speedup: f64,
+    parallelism: f64,
+}
+
+pub fn run(a: Args) -> crate::Result<()> {
+    let modes: Vec<Mode> = parse_list(&a.mode)?;
+    let kernels: Vec<Kernel> = parse_list(&a.kernel)?;
+    let workers: Vec<usize> = a
+        .workers
+        .split(',')
+        .map(|w| match w.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(mproc::Error::InvalidArgument(format!("--workers: not a positive number: {w:?}"))),
+        })
+        .collect::<mproc::Result<_>>()?;
+    let samples = parse_count(&a.samples, "--samples")?;
+    let par = crate::bench::parallelism()?;
+    if !a.json {
+        println!(
+            "pi: {samples} darts, seed {}, workers {}{} (parallelism check {par:.2})",
+            a.seed,
+            if a.no_reseed { "NOT reseeded" } else { "reseeded" },
+            if a.no_reseed { " — the book's trap" } else { "" },
+        );
+        println!(
+            "{:<10} {:<8} {:>7} {:>12} {:>10} {:>9} {:>8}  blocks",
+            "mode", "kernel", "workers", "pi", "error", "seconds", "speed-up"
+        );
+    }
+    let mut rows = Vec::new();
+    for &kernel in &kernels {
+        // The one-worker serial run is every speed-up's baseline.
+        let base_cfg = Config { samples, workers: 1, seed: a.seed, reseed: !a.no_reseed, kernel };
+        let serial = pi::run_local(Mode::Serial, &base_cfg)?;
+        for &mode in &modes {
+            for &w in &workers {
+                let cfg = Config { workers: w, ..base_cfg.clone() };
+                let est = match mode {
+                    Mode::Serial if w == 1 => serial.clone(),
+                    Mode::Serial | Mode::Threads => pi::run_local(mode, &cfg)?,
+                    Mode::Processes => Pi::new(cfg)?.run()?,
+                };
+                let speedup = serial.seconds / est.seconds;
+                emit(&Row { est: &est, speedup, parallelism: par }, a.json);
+                rows.push((est, speedup));
+            }
+        }
+    }
+    if let Some(dir) = &a.svg {
+        let path = crate::plot::pi_speedup(dir, &rows, par)?;
+        if !a.json {
+            println!("plot: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn emit(r: &Row<'_>, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("plain struct serialises"));
+        return;
+    }
+    let e = r.est;
+    let blocks: Vec<String> = e.inside.iter().map(u64::to_string).collect();
+    let trap = if e.duplicate_blocks { "  IDENTICAL BLOCKS: the workers did not reseed" } else { "" };
+    println!(
+        "{:<10} {:<8} {:>7} {:>12.8} {:>+10.6} {:>9.4} {:>7.2}x  {}{trap}",
+        e.mode,
+        e.kernel,
+        e.workers,
+        e.pi,
+        e.error,
+        e.seconds,
+        r.speedup,
+        blocks.join(" ")
+    );
+}

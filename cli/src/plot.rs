@@ -1,0 +1,147 @@
+//! The experiments' plots, as SVG (plotters' SVG backend: text stays SVG `<text>`, so no font
+//! files are needed on the machine that draws them).
+
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use mproc_book::pi::Estimate;
+
+/// One line of a chart.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    /// Drawn dashed and without markers (an ideal, a reference).
+    pub reference: bool,
+}
+
+/// What a chart looks like.
+pub struct Chart<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub log_x: bool,
+    /// x positions marked with a vertical line (e.g. multiples of the process count).
+    pub marks: &'a [f64],
+    pub marks_label: &'a str,
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    format!("drawing the plot: {e}").into()
+}
+
+/// Draws `series` into `path`.
+pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Result<()> {
+    let all = || series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let y1 = all().fold(0.0f64, |m, p| m.max(p.1)) * 1.1;
+    if !x0.is_finite() || !x1.is_finite() || y1 <= 0.0 {
+        return Err("nothing to plot".into());
+    }
+    if c.log_x {
+        (x0, x1) = (x0 / 1.5, x1 * 1.5);
+    } else {
+        let pad = ((x1 - x0) * 0.04).max(0.5);
+        (x0, x1) = (x0 - pad, x1 + pad);
+    }
+    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut b = ChartBuilder::on(&root);
+    b.caption(c.title, ("sans-serif", 24)).margin(20).x_label_area_size(55).y_label_area_size(80);
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(c.x_label)
+                .y_desc(c.y_label)
+                .label_style(("sans-serif", 15))
+                .axis_desc_style(("sans-serif", 17))
+                .draw()
+                .map_err(err)?;
+            for (i, &m) in c.marks.iter().enumerate() {
+                let line = chart
+                    .draw_series(LineSeries::new(
+                        [(m, 0.0), (m, y1)],
+                        ShapeStyle::from(&RGBColor(170, 170, 170)).stroke_width(1),
+                    ))
+                    .map_err(err)?;
+                if i == 0 {
+                    line.label(c.marks_label)
+                        .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], RGBColor(170, 170, 170)));
+                }
+            }
+            for (i, s) in series.iter().enumerate() {
+                let color = if s.reference { BLACK } else { COLORS[i % COLORS.len()] };
+                let style = ShapeStyle::from(&color).stroke_width(if s.reference { 1 } else { 2 });
+                chart
+                    .draw_series(LineSeries::new(s.points.iter().copied(), style))
+                    .map_err(err)?
+                    .label(s.name.as_str())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
+                if !s.reference {
+                    chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(err)?;
+                }
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .label_font(("sans-serif", 15))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(err)?;
+        }};
+    }
+    if c.log_x {
+        draw!(b.build_cartesian_2d((x0..x1).log_scale(), 0.0..y1).map_err(err)?);
+    } else {
+        draw!(b.build_cartesian_2d(x0..x1, 0.0..y1).map_err(err)?);
+    }
+    root.present().map_err(err)?;
+    Ok(())
+}
+
+fn create(dir: &Path, name: &str) -> crate::Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("--svg {}: {e}", dir.display()))?;
+    Ok(dir.join(name))
+}
+
+/// `pi`: speed-up against workers, one line per (mode, kernel), with the ideal line.
+pub fn pi_speedup(dir: &Path, rows: &[(Estimate, f64)], parallelism: f64) -> crate::Result<PathBuf> {
+    let path = create(dir, "pi-speedup.svg")?;
+    let mut series: Vec<Series> = Vec::new();
+    for (e, speedup) in rows {
+        let name = format!("{} ({} kernel)", e.mode, e.kernel);
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push((e.workers as f64, *speedup)),
+            None => series.push(Series { name, points: vec![(e.workers as f64, *speedup)], reference: false }),
+        }
+    }
+    let max_w = rows.iter().map(|(e, _)| e.workers).max().unwrap_or(1) as f64;
+    series.push(Series {
+        name: "ideal (speed-up = workers)".into(),
+        points: vec![(1.0, 1.0), (max_w, max_w)],
+        reference: true,
+    });
+    let title = format!("Monte Carlo pi: speed-up over one serial worker (parallelism check {parallelism:.2})");
+    let chart = Chart {
+        title: &title,
+        x_label: "workers (threads or processes)",
+        y_label: "speed-up (× one serial worker)",
+        log_x: false,
+        marks: &[],
+        marks_label: "",
+    };
+    line_chart(&path, &chart, &series)?;
+    Ok(path)
+}
