@@ -18,7 +18,8 @@
 //!    returned: a flaw in this argument could only miss a factor, never invent one — and the
 //!    property tests against the `%` loop and Miller–Rabin would catch a miss.
 //!
-//! Divisors below 2^13 use `%` (a few thousand of them per number). The lanes vectorise where
+//! For `n < 2^51` every divisor takes the float path (`nh = n` exactly, and `n / d ≤ 2^51`);
+//! above, divisors below 2^13 use `%` (a few thousand of them per number). The lanes vectorise where
 //! the CPU has fused multiply-add: AVX-512 or AVX2 with FMA on x86-64 (chosen at run time), NEON
 //! on aarch64. Elsewhere the fast kernel is the plain one.
 
@@ -148,9 +149,11 @@ fn detect() -> u8 {
 }
 
 fn fast(n: u64, start: u64, end: u64, step: u64) -> Option<u64> {
-    // The small divisors, exactly.
+    // Below 2^51, `n` is exact in an f64 and `n / d ≤ 2^51` for every `d`: the float path
+    // holds from the first divisor. Above, the small divisors are checked exactly.
+    let float_from = if n < 1 << 51 { 0 } else { FLOAT_FROM };
     let mut d = start;
-    while d <= end && d < FLOAT_FROM {
+    while d <= end && d < float_from {
         if n.is_multiple_of(d) {
             return Some(d);
         }
@@ -184,11 +187,12 @@ fn lanes_avx2(n: u64, start: u64, end: u64, step: u64) -> Option<u64> {
     lanes(n, start, end, step)
 }
 
-/// The float kernel over divisors `start ≥ 2^13, start + step, … ≤ end` (see the module docs).
-/// Compiled into each caller with its target features, so the lanes vectorise there.
+/// The float kernel over divisors `start, start + step, … ≤ end`, where `start ≥ 2^13` or
+/// `n < 2^51` (see the module docs). Compiled into each caller with its target features, so the
+/// lanes vectorise there.
 #[inline(always)]
 fn lanes(n: u64, start: u64, end: u64, step: u64) -> Option<u64> {
-    debug_assert!(start >= FLOAT_FROM);
+    debug_assert!(start >= FLOAT_FROM || n < 1 << 51);
     let nh = n as f64;
     let nl = (i128::from(n) - nh as i128) as f64;
     let mut d = start;
@@ -286,6 +290,18 @@ mod tests {
             // The composites in full; for the primes the top 2 million divisors (debug builds are slow).
             let start = if is_prime_miller_rabin(n) { (end - 2_000_000) | 1 } else { 3 };
             assert_eq!(Kernel::Fast.first_factor(n, start, end, 2), plain(n, start, end, 2), "{n}");
+        }
+    }
+
+    #[test]
+    fn fast_agrees_with_plain_on_every_small_number_and_random_ones_below_2_to_the_51() {
+        for n in 0..20_000u64 {
+            agree(n, 3, n.isqrt().max(3));
+        }
+        let mut s = 99u64;
+        for _ in 0..2000 {
+            let n = xorshift(&mut s) >> (13 + xorshift(&mut s) % 40);
+            agree(n, 3, n.isqrt().clamp(3, 50_000));
         }
     }
 

@@ -4,6 +4,7 @@
 //! and the outcomes the tests assert come from the same code.
 
 pub mod counters;
+pub mod find_primes;
 pub mod kernel;
 pub mod pi;
 pub mod primes;

@@ -9,6 +9,7 @@ mod bench;
 mod counters;
 mod pi;
 mod plot;
+mod primes;
 mod shm;
 mod verify;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Estimate π by Monte Carlo: serially, on threads and on processes (the book's first lesson,
     /// and its reseeding trap with --no-reseed).
     Pi(pi::Args),
+    /// Find the primes in a range with a Pool: time per chunk size (the book's study), or per
+    /// number of chunks (its sawtooth), checked against a sieve.
+    Primes(primes::Args),
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::VerifyPrimes(a) => verify::run(a),
         Command::Pi(a) => pi::run(a),
+        Command::Primes(a) => primes::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -56,7 +56,7 @@ pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Resul
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut b = ChartBuilder::on(&root);
-    b.caption(c.title, ("sans-serif", 24)).margin(20).x_label_area_size(55).y_label_area_size(80);
+    b.caption(c.title, ("sans-serif", 18)).margin(20).x_label_area_size(55).y_label_area_size(80);
     macro_rules! draw {
         ($chart:expr) => {{
             let mut chart = $chart;
@@ -68,16 +68,11 @@ pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Resul
                 .axis_desc_style(("sans-serif", 17))
                 .draw()
                 .map_err(err)?;
+            let mark = ShapeStyle::from(&RGBColor(255, 127, 14)).stroke_width(2);
             for (i, &m) in c.marks.iter().enumerate() {
-                let line = chart
-                    .draw_series(LineSeries::new(
-                        [(m, 0.0), (m, y1)],
-                        ShapeStyle::from(&RGBColor(170, 170, 170)).stroke_width(1),
-                    ))
-                    .map_err(err)?;
+                let line = chart.draw_series(LineSeries::new([(m, 0.0), (m, y1)], mark)).map_err(err)?;
                 if i == 0 {
-                    line.label(c.marks_label)
-                        .legend(|(x, y)| PathElement::new([(x, y), (x + 24, y)], RGBColor(170, 170, 170)));
+                    line.label(c.marks_label).legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], mark));
                 }
             }
             for (i, s) in series.iter().enumerate() {
@@ -94,7 +89,7 @@ pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Resul
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(SeriesLabelPosition::UpperRight)
                 .label_font(("sans-serif", 15))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
@@ -133,7 +128,7 @@ pub fn pi_speedup(dir: &Path, rows: &[(Estimate, f64)], parallelism: f64) -> cra
         points: vec![(1.0, 1.0), (max_w, max_w)],
         reference: true,
     });
-    let title = format!("Monte Carlo pi: speed-up over one serial worker (parallelism check {parallelism:.2})");
+    let title = format!("Monte Carlo pi: speed-up over one serial worker (parallelism {parallelism:.2})");
     let chart = Chart {
         title: &title,
         x_label: "workers (threads or processes)",
@@ -141,6 +136,55 @@ pub fn pi_speedup(dir: &Path, rows: &[(Estimate, f64)], parallelism: f64) -> cra
         log_x: false,
         marks: &[],
         marks_label: "",
+    };
+    line_chart(&path, &chart, &series)?;
+    Ok(path)
+}
+
+/// `primes --chunksizes`: time against chunk size (log axis), with the serial time beside it.
+pub fn chunksizes(dir: &Path, title: &str, points: &[(usize, usize, f64)], serial: f64) -> crate::Result<PathBuf> {
+    let path = create(dir, "primes-chunksize.svg")?;
+    let xs: Vec<f64> = points.iter().map(|p| p.0 as f64).collect();
+    let (lo, hi) = (xs.iter().copied().fold(f64::INFINITY, f64::min), xs.iter().copied().fold(0.0, f64::max));
+    let series = [
+        Series {
+            name: "Pool".into(),
+            points: points.iter().map(|&(c, _, t)| (c as f64, t)).collect(),
+            reference: false,
+        },
+        Series { name: "serial (one process)".into(), points: vec![(lo, serial), (hi, serial)], reference: true },
+    ];
+    let chart = Chart {
+        title,
+        x_label: "chunk size (tasks per chunk, log scale)",
+        y_label: "time (seconds, median)",
+        log_x: true,
+        marks: &[],
+        marks_label: "",
+    };
+    line_chart(&path, &chart, &series)?;
+    Ok(path)
+}
+
+/// `primes --nchunks`: the sawtooth, time against the number of chunks, multiples of the process
+/// count marked.
+pub fn sawtooth(dir: &Path, title: &str, points: &[(usize, usize, f64)], processes: usize) -> crate::Result<PathBuf> {
+    let path = create(dir, "primes-sawtooth.svg")?;
+    let max = points.iter().map(|p| p.1).max().unwrap_or(1);
+    let marks: Vec<f64> = (1..=max / processes.max(1)).map(|k| (k * processes) as f64).collect();
+    let series = [Series {
+        name: "Pool".into(),
+        points: points.iter().map(|&(_, n, t)| (n as f64, t)).collect(),
+        reference: false,
+    }];
+    let label = format!("multiples of {processes} (the process count)");
+    let chart = Chart {
+        title,
+        x_label: "number of chunks",
+        y_label: "time (seconds, median)",
+        log_x: false,
+        marks: &marks,
+        marks_label: &label,
     };
     line_chart(&path, &chart, &series)?;
     Ok(path)
