@@ -63,10 +63,13 @@ impl Dispatch {
             let mut buf = self.spare.pop().unwrap_or_default();
             let job = jobs.get_mut(id).expect("found above");
             let chunk = job.source.next_chunk(&mut buf, job.chunksize, max_bytes, &mut self.rejected);
+            let rejected = !self.rejected.is_empty();
             for (idx, e) in self.rejected.drain(..) {
                 job.fail(idx, e);
             }
-            jobs.settle(id);
+            if rejected || chunk.is_none() {
+                jobs.settle(id);
+            }
             if let Some((first, count)) = chunk {
                 return Some(InFlight { job: id, first, start: 0, end: count, bytes: Rc::new(buf), retries: 0 });
             }

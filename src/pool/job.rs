@@ -355,14 +355,18 @@ impl Jobs {
             let body = rec.body();
             let h: ResultHeader = wire::read_header(body)
                 .ok_or_else(|| Error::Corrupt(format!("a results record of {} bytes", body.len())))?;
+            let mut due = false;
             if let Some(job) = self.map.get_mut(&h.job) {
                 let failed =
                     if job.abandoned { 0 } else { deliver(&mut *job.sink, h.first, h.count, &body[RESULT_HDR..]) };
                 job.resolved += u64::from(h.count);
                 job.failed += failed;
+                due = job.then.is_some() && job.complete();
             }
             rec.commit();
-            self.settle(h.job);
+            if due {
+                self.settle(h.job);
+            }
             answered += h.count as usize;
             slot.strikes = 0;
             slot.inflight_items = slot.inflight_items.saturating_sub(h.count as usize);
