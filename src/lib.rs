@@ -7,7 +7,7 @@
 //!
 //! | Python                                   | mproc                                          |
 //! |------------------------------------------|------------------------------------------------|
-//! | `Pool(n)`: `map`, `imap`, `imap_unordered`, `starmap`, `apply_async` | [`Pool`]: workers forked once; a dead worker fails one task, not the pool |
+//! | `Pool(n)`: `map`, `imap`, `imap_unordered`, `starmap`, `apply_async`, `map_async`, callbacks | [`Pool`]: workers forked once; a dead worker fails one task, not the pool; [`Pool::map_with`] sends a per-call value once |
 //! | `Process(target=f)`                      | [`Process::spawn`]: join gives exit code, signal or panic message |
 //! | `Value`, `RawValue`                      | [`Value<T>`] (with its own lock), [`RawValue<T>`] (atomics) |
 //! | `Array`, `RawArray`                      | [`Array<T>`], [`RawArray<T>`]                  |
@@ -130,9 +130,11 @@
 //! - **What Pool workers inherit**: everything the parent had at `build()` — the context, globals,
 //!   open files — as it was then. A replacement worker (after a death, or
 //!   [`PoolBuilder::max_tasks_per_child`]) is forked later and sees the parent as it is then; its
-//!   [`worker::seed`] is the same as its predecessor's. Workers ignore SIGINT, replace the panic
-//!   hook (a task's panic is reported to the caller, not printed), and run the
-//!   [`PoolBuilder::initializer`] before their first task.
+//!   [`worker::seed`] is the same as its predecessor's. Workers ignore SIGINT and run the
+//!   [`PoolBuilder::initializer`] before their first task. A task's panic is reported to the
+//!   caller, not printed: `build()` installs one panic hook, once per process and in the parent
+//!   (a worker takes no lock after fork), which records the message inside a worker and hands
+//!   every other panic to the hook that was there before.
 //! - **What may run before `build()`**: anything single-threaded. Start threads (a runtime, a
 //!   logger with a background thread) after the pool is built — the Pool forks replacements later,
 //!   so keep the process single-threaded while it lives, or opt in (below) knowingly.

@@ -1,12 +1,16 @@
-//! Where a job's items come from (a source that encodes them lazily into chunks) and where its
-//! results go (a sink that decodes them, in order or as they come).
+//! Jobs and their results: where a job's items come from (a source that encodes them lazily into
+//! chunks), where its results go (a sink that decodes them, in order or as they come), the table
+//! of jobs, and the collection of results from the workers' rings.
 
 use std::any::Any;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
+use std::rc::Rc;
 
-use crate::error::Error;
-use crate::pool::wire::{self, Wire};
+use crate::error::{Error, Result};
+use crate::pool::slots::Slot;
+use crate::pool::task::TaskFn;
+use crate::pool::wire::{self, RESULT_HDR, ResultHeader, Wire};
 
 /// Hands out a job's items, encoded, a chunk at a time.
 pub(crate) trait Source {
@@ -137,13 +141,18 @@ pub(crate) fn deliver(sink: &mut dyn Sink, first: u64, count: u32, mut body: &[u
                     Error::Decode { what: "result", task: idx, message: e }
                 }
             },
+            wire::UNDECODABLE => Error::Decode { what: "argument", task: idx, message: wire::get_str(&mut body) },
             wire::PANICKED => Error::TaskPanicked { task: idx, message: wire::get_str(&mut body) },
+            wire::UNENCODABLE => Error::Encode { what: "result", task: idx, message: wire::get_str(&mut body) },
             wire::TOO_LARGE => {
                 let size = wire::get_u64(&mut body) as usize;
                 let limit = wire::get_u64(&mut body) as usize;
                 Error::MessageTooLarge { what: "result", task: idx, size, limit }
             }
-            _ => Error::Decode { what: "argument", task: idx, message: wire::get_str(&mut body) },
+            t => {
+                body = &[];
+                Error::Corrupt(format!("task {idx}: unknown result tag {t}"))
+            }
         };
         sink.fail(idx, err);
         failed += 1;
@@ -213,5 +222,164 @@ impl<R: 'static, W: Wire<R> + 'static> Sink for Collect<R, W> {
 
     fn as_any(&mut self) -> &mut dyn Any {
         self
+    }
+}
+
+/// A detached job's callback: called once with the job when it is complete.
+pub(crate) type Then = Box<dyn FnOnce(&mut Job)>;
+
+/// A call's work: its items, its task function, where its results go.
+pub(crate) struct Job {
+    pub task: TaskFn,
+    pub chunksize: usize,
+    /// The encoded per-call value ([`crate::Pool::map_with`]), sent once to each worker.
+    pub arg: Option<Vec<u8>>,
+    pub source: Box<dyn Source>,
+    pub sink: Box<dyn Sink>,
+    /// Tasks answered (succeeded or failed).
+    pub resolved: u64,
+    pub failed: usize,
+    /// Nobody will read the results any more (an iterator or AsyncResult was dropped).
+    pub abandoned: bool,
+    /// Detached: run this (the caller's callback) once the job is complete.
+    pub then: Option<Then>,
+}
+
+impl Job {
+    pub(crate) fn new(task: TaskFn, chunksize: usize, source: Box<dyn Source>, sink: Box<dyn Sink>) -> Job {
+        Job { task, chunksize, arg: None, source, sink, resolved: 0, failed: 0, abandoned: false, then: None }
+    }
+
+    pub(crate) fn complete(&self) -> bool {
+        self.source.exhausted() && self.resolved == self.source.produced()
+    }
+
+    /// Records the failure of task `idx`.
+    pub(crate) fn fail(&mut self, idx: u64, e: Error) {
+        if !self.abandoned {
+            self.sink.fail(idx, e);
+        }
+        self.resolved += 1;
+        self.failed += 1;
+    }
+
+    /// The sink, as the type the job was submitted with.
+    pub(crate) fn sink_as<S: Sink>(&mut self) -> &mut S {
+        self.sink.as_any().downcast_mut::<S>().expect("sink type matches its job")
+    }
+}
+
+/// The jobs of a pool, oldest first, and the detached ones that completed (callbacks to run).
+#[derive(Default)]
+pub(crate) struct Jobs {
+    map: BTreeMap<u64, Job>,
+    next: u64,
+    done: VecDeque<Job>,
+}
+
+impl Jobs {
+    pub(crate) fn insert(&mut self, job: Job) -> u64 {
+        self.next += 1;
+        self.map.insert(self.next, job);
+        self.next
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<&Job> {
+        self.map.get(&id)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Job> {
+        self.map.get_mut(&id)
+    }
+
+    pub(crate) fn contains(&self, id: u64) -> bool {
+        self.map.contains_key(&id)
+    }
+
+    /// Removes and returns a job.
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Job> {
+        self.map.remove(&id)
+    }
+
+    /// Whether job `id` is over (complete, or gone).
+    pub(crate) fn finished(&self, id: u64) -> bool {
+        self.map.get(&id).is_none_or(Job::complete)
+    }
+
+    /// Whether every job is complete or abandoned.
+    pub(crate) fn all_settled(&self) -> bool {
+        self.map.values().all(|j| j.complete() || j.abandoned)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The oldest job that still has items to hand out.
+    pub(crate) fn oldest_feedable(&self) -> Option<u64> {
+        self.map.iter().find(|(_, j)| !j.abandoned && !j.source.exhausted()).map(|(&id, _)| id)
+    }
+
+    /// Moves job `id` to the completed list if it is detached and complete.
+    pub(crate) fn settle(&mut self, id: u64) {
+        if self.map.get(&id).is_some_and(|j| j.then.is_some() && j.complete())
+            && let Some(j) = self.map.remove(&id)
+        {
+            self.done.push_back(j);
+        }
+    }
+
+    /// A completed detached job whose callback is due, in order of completion.
+    pub(crate) fn pop_done(&mut self) -> Option<Job> {
+        self.done.pop_front()
+    }
+
+    /// Drops abandoned jobs none of whose chunks `busy` still holds.
+    pub(crate) fn drop_abandoned(&mut self, busy: impl Fn(u64) -> bool) {
+        self.map.retain(|&id, j| !j.abandoned || busy(id));
+    }
+
+    /// Abandons every job (the pool is broken).
+    pub(crate) fn abandon_all(&mut self) {
+        for j in self.map.values_mut() {
+            j.abandoned = true;
+        }
+    }
+
+    /// Reads every finished result of the worker in `slot` into its job; returns how many tasks
+    /// they answered. Answered chunks' buffers go to `recycle`.
+    pub(crate) fn collect_from(&mut self, slot: &mut Slot, recycle: &mut impl FnMut(Rc<Vec<u8>>)) -> Result<usize> {
+        let mut answered = 0;
+        let mut results = slot.chan.results();
+        while let Some(rec) = results.try_recv() {
+            let body = rec.body();
+            let h: ResultHeader = wire::read_header(body)
+                .ok_or_else(|| Error::Corrupt(format!("a results record of {} bytes", body.len())))?;
+            let mut due = false;
+            if let Some(job) = self.map.get_mut(&h.job) {
+                let failed =
+                    if job.abandoned { 0 } else { deliver(&mut *job.sink, h.first, h.count, &body[RESULT_HDR..]) };
+                job.resolved += u64::from(h.count);
+                job.failed += failed;
+                due = job.then.is_some() && job.complete();
+            }
+            rec.commit();
+            if due {
+                self.settle(h.job);
+            }
+            answered += h.count as usize;
+            slot.strikes = 0;
+            slot.inflight_items = slot.inflight_items.saturating_sub(h.count as usize);
+            if let Some(f) = slot.inflight.front_mut()
+                && f.job == h.job
+                && f.first + u64::from(f.start) == h.first
+            {
+                f.start += h.count;
+                if f.start >= f.end {
+                    recycle(slot.inflight.pop_front().expect("front exists").bytes);
+                }
+            }
+        }
+        Ok(answered)
     }
 }

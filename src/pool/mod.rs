@@ -10,6 +10,18 @@
 //! Each side spins briefly when it runs out of work, then sleeps (workers on a shared futex; the
 //! parent in `poll` on an eventfd and every worker's pidfd, so a dying worker wakes it at once).
 //!
+//! # Where things are
+//! - `builder`: [`PoolBuilder`], settings, `build()` (forks the workers, installs the panic hook);
+//! - `task`: [`TaskFn`](task::TaskFn), the one typed record of a task function (erased once,
+//!   recovered once), and the typed code that runs a chunk in a worker;
+//! - `wire`: record kinds and headers (plain data), per-item tags, the codecs;
+//! - `slots`: each worker's channel (segment, two rings), process and in-flight chunks;
+//! - `dispatch`: which chunk goes to which worker next;
+//! - `job`: jobs, their sources and sinks, and the collection of results;
+//! - `supervise`: forking, reaping, blaming the task of a dead worker, respawning, strikes;
+//! - `core`: the loop that drives the above and sleeps; `worker`: the worker's loop;
+//! - `handle`: [`AsyncResult`] and [`ResultIter`].
+//!
 //! # A worker that dies
 //! Each worker records the task it is running in shared memory. When one dies (a signal, `exit`,
 //! the OOM killer) the parent reaps it, fails exactly that task with [`Error::WorkerDied`] — or
@@ -23,195 +35,39 @@
 //! kills and reaps the workers, and the call returns [`Error::Interrupted`]. Outside Pool calls
 //! SIGINT keeps its usual meaning (and the workers die with the parent: `PR_SET_PDEATHSIG`).
 
+mod builder;
 mod core;
+mod dispatch;
+mod handle;
 mod job;
+mod slots;
+mod supervise;
+mod task;
 mod wire;
 mod worker;
 
 use std::cell::RefCell;
-use std::marker::PhantomData;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use self::core::{Core, InitTramp, Spawner};
-use self::job::{Collect, IterSource};
+pub(crate) use self::builder::Settings;
+pub use self::builder::{DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, PoolBuilder};
+pub use self::handle::{AsyncResult, ResultIter};
+
+use self::core::Core;
+use self::handle::{finish_all, finish_one};
+use self::job::{Collect, IterSource, Job};
+use self::task::{MapFn, StarFn, Task, TaskFn, WithFn};
 use self::wire::{Plain, Postcard, Wire};
-use self::worker::{ChunkRun, Tramp, run_items};
 use crate::error::{Error, Result};
-use crate::process::ForkPolicy;
-use crate::shm::ShmSafe;
-
-/// What happens to the task a worker was running when it died.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnWorkerDeath {
-    /// The task fails with [`Error::WorkerDied`] (the default).
-    #[default]
-    Fail,
-    /// The task (and the rest of its chunk) runs again on another worker, up to this many times;
-    /// then it fails as with `Fail`.
-    Retry(u32),
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    processes: usize,
-    max_tasks_per_child: Option<u64>,
-    on_worker_death: OnWorkerDeath,
-    max_message_bytes: usize,
-    fork_policy: Option<ForkPolicy>,
-}
-
-/// Builds a [`Pool`]. `Pool::builder()` starts one; options are taken by value.
-#[must_use]
-pub struct PoolBuilder<Ctx = ()> {
-    processes: Option<usize>,
-    initializer: Option<fn(&Ctx)>,
-    max_tasks_per_child: Option<u64>,
-    on_worker_death: OnWorkerDeath,
-    seed: Option<u64>,
-    max_message_bytes: usize,
-    fork_policy: Option<ForkPolicy>,
-    ctx: Ctx,
-}
-
-/// Default limit on one task's encoded argument or result.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
-
-impl<Ctx> PoolBuilder<Ctx> {
-    /// Worker processes (default: the CPUs this process may run on).
-    pub fn processes(mut self, n: usize) -> Self {
-        self.processes = Some(n);
-        self
-    }
-
-    /// Runs once in each worker (and each replacement) after fork, before any task.
-    pub fn initializer(mut self, f: fn(&Ctx)) -> Self {
-        self.initializer = Some(f);
-        self
-    }
-
-    /// A worker exits after this many tasks and is replaced by a fresh fork (bounds leaks).
-    pub fn max_tasks_per_child(mut self, n: u64) -> Self {
-        self.max_tasks_per_child = Some(n);
-        self
-    }
-
-    /// What a worker's death does to its task (default [`OnWorkerDeath::Fail`]).
-    pub fn on_worker_death(mut self, p: OnWorkerDeath) -> Self {
-        self.on_worker_death = p;
-        self
-    }
-
-    /// The base of the workers' seeds ([`crate::worker::seed`]); default: random.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Largest encoded argument or result of one task (default 4 MiB). Each worker's two rings
-    /// reserve twice this (virtual memory, touched only as used).
-    pub fn max_message_bytes(mut self, n: usize) -> Self {
-        self.max_message_bytes = n;
-        self
-    }
-
-    /// Overrides the process-wide [`ForkPolicy`] for this pool's forks.
-    pub fn fork_policy(mut self, p: ForkPolicy) -> Self {
-        self.fork_policy = Some(p);
-        self
-    }
-
-    /// The shared context every task receives as `&Ctx`: create `Flag`s, `Value`s, `Array`s… and
-    /// put them here; the workers inherit them through fork (nothing is copied or sent).
-    pub fn context<C>(self, ctx: C) -> PoolBuilder<C> {
-        PoolBuilder {
-            processes: self.processes,
-            initializer: None,
-            max_tasks_per_child: self.max_tasks_per_child,
-            on_worker_death: self.on_worker_death,
-            seed: self.seed,
-            max_message_bytes: self.max_message_bytes,
-            fork_policy: self.fork_policy,
-            ctx,
-        }
-    }
-
-    /// Forks the workers.
-    pub fn build(self) -> Result<Pool<Ctx>> {
-        let processes = match self.processes {
-            Some(0) => return Err(Error::InvalidArgument("a pool needs at least 1 process".into())),
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        };
-        if self.max_message_bytes < 64 {
-            return Err(Error::InvalidArgument("max_message_bytes must be at least 64".into()));
-        }
-        if self.max_tasks_per_child == Some(0) {
-            return Err(Error::InvalidArgument("max_tasks_per_child must be at least 1".into()));
-        }
-        let seed = match self.seed {
-            Some(s) => s,
-            None => {
-                let mut b = [0u8; 8];
-                crate::sys::random_bytes(&mut b)?;
-                u64::from_le_bytes(b)
-            }
-        };
-        let ctx = Box::new(self.ctx);
-        let spawner = Spawner {
-            ctx: (&raw const *ctx).cast(),
-            init: self.initializer.map(|f| (tramp_init::<Ctx> as InitTramp, f as usize)),
-        };
-        let settings = Settings {
-            processes,
-            max_tasks_per_child: self.max_tasks_per_child,
-            on_worker_death: self.on_worker_death,
-            max_message_bytes: self.max_message_bytes,
-            fork_policy: self.fork_policy,
-        };
-        let core = Core::start(settings, spawner, seed)?;
-        Ok(Pool { core: RefCell::new(core), ctx })
-    }
-}
-
-/// # Safety
-/// `ctx` points to a live `Ctx` and `f` was made from an `fn(&Ctx)`.
-unsafe fn tramp_init<Ctx>(ctx: *const (), f: usize) {
-    // SAFETY: per the contract, `f` is an `fn(&Ctx)` of this binary.
-    let f: fn(&Ctx) = unsafe { std::mem::transmute::<usize, fn(&Ctx)>(f) };
-    // SAFETY: per the contract.
-    f(unsafe { &*ctx.cast::<Ctx>() });
-}
-
-/// # Safety
-/// `ctx` points to a live `Ctx` and `func` was made from an `fn(&Ctx, T) -> R`.
-unsafe fn tramp_map<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: *const (), func: usize, run: &mut ChunkRun<'_, '_>) {
-    // SAFETY: per the contract, `func` is an `fn(&Ctx, T) -> R` of this binary.
-    let f: fn(&Ctx, T) -> R = unsafe { std::mem::transmute::<usize, fn(&Ctx, T) -> R>(func) };
-    // SAFETY: per the contract.
-    run_items::<Ctx, T, R, WI, WO>(unsafe { &*ctx.cast::<Ctx>() }, run, f);
-}
-
-/// # Safety
-/// `ctx` points to a live `Ctx` and `func` was made from an `fn(&Ctx, A, B) -> R`.
-unsafe fn tramp_star<Ctx, A, B, R, WI: Wire<(A, B)>, WO: Wire<R>>(
-    ctx: *const (),
-    func: usize,
-    run: &mut ChunkRun<'_, '_>,
-) {
-    // SAFETY: per the contract, `func` is an `fn(&Ctx, A, B) -> R` of this binary.
-    let f: fn(&Ctx, A, B) -> R = unsafe { std::mem::transmute::<usize, fn(&Ctx, A, B) -> R>(func) };
-    // SAFETY: per the contract.
-    run_items::<Ctx, (A, B), R, WI, WO>(unsafe { &*ctx.cast::<Ctx>() }, run, |c, (a, b)| f(c, a, b));
-}
 
 /// A pool of worker processes, like Python's `multiprocessing.Pool`.
 ///
 /// Workers are forked once by [`PoolBuilder::build`] and kept. Calls take `&self` and run on the
-/// calling thread; a `Pool` is not `Sync` (use one per thread, or a lock). Dropping it kills and
-/// reaps the workers; [`Pool::close`] + [`Pool::join`] lets them finish first.
+/// calling thread. Dropping the pool kills and reaps the workers; [`Pool::close`] +
+/// [`Pool::join`] lets them finish first.
 ///
 /// # Example: a pool whose tasks share an early-exit flag
 /// ```
@@ -232,9 +88,40 @@ unsafe fn tramp_star<Ctx, A, B, R, WI: Wire<(A, B)>, WO: Wire<R>>(
 /// assert!(pool.context().is_set());
 /// # Ok::<(), mproc::Error>(())
 /// ```
+///
+/// # Threads
+/// A `Pool` is neither `Send` nor `Sync`: it belongs to the thread that built it, and its
+/// replacement workers are forked from that thread later (a worker dies with the thread that
+/// forked it). Two patterns work:
+/// - **one pool per thread**, each built on its own thread — but every build and every
+///   replacement forks a multi-threaded process, so opt in with
+///   [`PoolBuilder::fork_policy`]`(ForkPolicy::AllowThreads)` only if the other threads hold no
+///   lock a child could need;
+/// - **one owning thread fed through a channel** (the usual way): build the pool first, on the
+///   main thread, before any other thread exists; other threads send it work and get answers
+///   back on channels.
+///
+/// ```
+/// use std::sync::mpsc;
+///
+/// let pool = mproc::Pool::new(2)?; // built before any other thread
+/// let (jobs, inbox) = mpsc::channel::<(Vec<u64>, mpsc::Sender<Vec<u64>>)>();
+/// let client = std::thread::spawn(move || {
+///     let (reply, answer) = mpsc::channel();
+///     jobs.send(((1..=4).collect(), reply)).unwrap();
+///     answer.recv().unwrap()
+/// });
+/// for (items, reply) in inbox { // ends when every sender is gone
+///     let _ = reply.send(pool.map(|_, x: u64| x * x, items, None)?);
+/// }
+/// assert_eq!(client.join().unwrap(), vec![1, 4, 9, 16]);
+/// # Ok::<(), mproc::Error>(())
+/// ```
+#[must_use = "dropping a Pool kills its workers"]
 pub struct Pool<Ctx = ()> {
     core: RefCell<Core>,
-    // Boxed: the workers read their copy at this address, so it must not move.
+    // Boxed: the workers read their copy at this address, so it must not move. Declared after
+    // `core`, so it is dropped after the workers are gone.
     ctx: Box<Ctx>,
 }
 
@@ -247,16 +134,7 @@ impl<Ctx> std::fmt::Debug for Pool<Ctx> {
 impl Pool<()> {
     /// Options: processes, initializer, context, death policy, seed, limits.
     pub fn builder() -> PoolBuilder<()> {
-        PoolBuilder {
-            processes: None,
-            initializer: None,
-            max_tasks_per_child: None,
-            on_worker_death: OnWorkerDeath::Fail,
-            seed: None,
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            fork_policy: None,
-            ctx: (),
-        }
+        PoolBuilder::new()
     }
 
     /// A pool of `processes` workers with no context.
@@ -286,45 +164,41 @@ impl<Ctx> Pool<Ctx> {
         self.core.borrow().pids()
     }
 
-    fn submit<T, R, WI: Wire<T> + 'static, WO: Wire<R> + 'static>(
+    /// Drives the pool until `done`, then runs the callbacks that became due.
+    fn drive(&self, done: impl Fn(&Core) -> bool, deadline: Option<Instant>) -> Result<bool> {
+        let r = self.core.borrow_mut().drive(done, deadline);
+        self.run_callbacks();
+        r
+    }
+
+    /// Runs the callbacks of completed detached jobs, in order of completion, with the pool free.
+    fn run_callbacks(&self) {
+        loop {
+            let Some(mut job) = self.core.borrow_mut().jobs.pop_done() else { break };
+            if let Some(cb) = job.then.take() {
+                cb(&mut job);
+            }
+        }
+    }
+
+    fn submit<T, R, WI, WO>(
         &self,
-        tramp: Tramp,
-        func: usize,
+        task: TaskFn,
         items: impl Iterator<Item = T> + 'static,
         chunksize: usize,
         ordered: bool,
+        arg: Option<Vec<u8>>,
     ) -> Result<u64>
     where
         R: 'static,
+        WI: Wire<T> + 'static,
+        WO: Wire<R> + 'static,
     {
         let source = Box::new(IterSource::<_, WI>::new(items));
         let sink = Box::new(Collect::<R, WO>::new(ordered));
-        self.core.borrow_mut().submit(tramp as usize, func, chunksize, source, sink)
-    }
-
-    /// Runs a whole job and returns its results in order.
-    fn run_all<R: 'static, WO: Wire<R> + 'static>(&self, id: u64) -> Result<Vec<R>> {
-        let mut core = self.core.borrow_mut();
-        let r = core.drive(|c| c.jobs.get(&id).is_none_or(|j| j.complete()), None);
-        let mut job = core.take(id).ok_or_else(|| Error::Corrupt("the job vanished".into()))?;
-        drop(core);
-        r?;
-        let sink = job.sink.as_any().downcast_mut::<Collect<R, WO>>().expect("sink type matches its job");
-        let total = job.resolved as usize;
-        let mut out = Vec::with_capacity(total);
-        let mut first_err = None;
-        while let Some(r) = sink.pop() {
-            match r {
-                Ok(v) => out.push(v),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match first_err {
-            None => Ok(out),
-            Some(first) => Err(Error::MapFailed { failed: job.failed, total, first: Box::new(first) }),
-        }
+        let mut job = Job::new(task, chunksize, source, sink);
+        job.arg = arg;
+        self.core.borrow_mut().submit(job)
     }
 
     fn chunks<T>(&self, items: impl IntoIterator<Item = T>, chunksize: Option<usize>) -> Result<(Vec<T>, usize)> {
@@ -337,12 +211,41 @@ impl<Ctx> Pool<Ctx> {
         Ok((items, c))
     }
 
+    /// Submits a whole list (chunk size resolved) as one ordered job.
+    fn submit_list<T, R, WI, WO, S>(
+        &self,
+        task: S,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+        arg: Option<Vec<u8>>,
+    ) -> Result<u64>
+    where
+        T: 'static,
+        R: 'static,
+        WI: Wire<T> + 'static,
+        WO: Wire<R> + 'static,
+        S: Task<Ctx>,
+    {
+        let (items, c) = self.chunks(items, chunksize)?;
+        self.submit::<T, R, WI, WO>(TaskFn::new(task), items.into_iter(), c, true, arg)
+    }
+
+    /// Runs a whole job and returns its results in order.
+    fn run_all<R: 'static, WO: Wire<R> + 'static>(&self, id: u64) -> Result<Vec<R>> {
+        let r = self.drive(|c| c.jobs.finished(id), None);
+        let job = self.core.borrow_mut().take(id);
+        let mut job = job.ok_or_else(|| Error::Corrupt("the job vanished".into()))?;
+        r?;
+        finish_all::<R, WO>(&mut job)
+    }
+
     /// Applies `f` to every item in the workers; results in input order. `chunksize`: tasks sent
     /// to a worker at once (`None`: automatic, as Python's). Arguments and results cross as
     /// serde/postcard bytes in shared memory.
     ///
     /// If some tasks fail, the others still run and the call returns [`Error::MapFailed`] with
-    /// the count and the first failure ([`Error::root`] gets at it).
+    /// the count and the first failure ([`Error::root`] gets at it). An argument or result whose
+    /// `Serialize` fails is [`Error::Encode`] for its task, with the serializer's message.
     pub fn map<T, R>(
         &self,
         f: fn(&Ctx, T) -> R,
@@ -353,20 +256,82 @@ impl<Ctx> Pool<Ctx> {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let (items, c) = self.chunks(items, chunksize)?;
-        let id = self.submit::<T, R, Postcard, Postcard>(
-            tramp_map::<Ctx, T, R, Postcard, Postcard>,
-            f as usize,
-            items.into_iter(),
-            c,
-            true,
-        )?;
+        let task = MapFn::<Ctx, T, R, Postcard, Postcard>::new(f);
+        let id = self.submit_list::<T, R, Postcard, Postcard, _>(task, items, chunksize, None)?;
         self.run_all::<R, Postcard>(id)
     }
 
-    /// [`Pool::map`] for plain data (`Copy` types made of numbers, such as `u64`, `[f64; 4]`, or
-    /// your own `#[repr(C)]` `ShmSafe` structs): arguments and results are copied as bytes, with
-    /// no encoding at all.
+    /// [`Pool::map`] with a per-call value: `arg` is encoded once and sent once to each worker
+    /// (not with every item), and every task receives it as `&A`. For a threshold, a lookup
+    /// table, a configuration parsed from the command line.
+    ///
+    /// ```
+    /// let pool = mproc::Pool::new(2)?;
+    /// let limit: u64 = "500".parse().unwrap(); // known only at run time
+    /// let over = pool.map_with(|_, limit: &u64, x: u64| x > *limit, limit, 0..1000u64, None)?;
+    /// assert_eq!(over.iter().filter(|&&b| b).count(), 499);
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    ///
+    /// An `arg` that cannot be encoded is [`Error::Encode`] (`what: "per-call value"`, `task: 0`);
+    /// one larger than the message limit is [`Error::MessageTooLarge`].
+    pub fn map_with<A, T, R>(
+        &self,
+        f: fn(&Ctx, &A, T) -> R,
+        arg: A,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        T: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let mut bytes = Vec::new();
+        <Postcard as Wire<A>>::encode(&arg, &mut bytes).map_err(|message| Error::Encode {
+            what: "per-call value",
+            task: 0,
+            message,
+        })?;
+        let limit = self.core.borrow().max_arg_bytes();
+        if bytes.len() > limit {
+            return Err(Error::MessageTooLarge { what: "per-call value", task: 0, size: bytes.len(), limit });
+        }
+        let task = WithFn::<Ctx, A, T, R, Postcard, Postcard>::new(f);
+        let id = self.submit_list::<T, R, Postcard, Postcard, _>(task, items, chunksize, Some(bytes))?;
+        self.run_all::<R, Postcard>(id)
+    }
+
+    /// [`Pool::map`] for plain data ([`crate::Plain`]: numbers, arrays of them, `#[repr(C)]`
+    /// structs of them without padding): arguments and results are copied as bytes, with no
+    /// encoding at all.
+    ///
+    /// ```
+    /// #[derive(Clone, Copy)]
+    /// #[repr(C)]
+    /// struct Point { x: f64, y: f64 }
+    /// // SAFETY: two f64s, no padding; every bit pattern is a valid Point.
+    /// unsafe impl mproc::bytemuck::Zeroable for Point {}
+    /// // SAFETY: as above.
+    /// unsafe impl mproc::bytemuck::Pod for Point {}
+    ///
+    /// let pool = mproc::Pool::new(2)?;
+    /// let norms = pool.map_plain(|_, p: Point| (p.x * p.x + p.y * p.y).sqrt(), [Point { x: 3.0, y: 4.0 }], None)?;
+    /// assert_eq!(norms, vec![5.0]);
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    ///
+    /// A struct with padding is refused at compile time (its padding bytes are uninitialised):
+    /// ```compile_fail
+    /// // Regression (map_plain_reads_padding): a padded struct was accepted and its padding read.
+    /// #[derive(Clone, Copy)]
+    /// #[repr(C)]
+    /// struct Padded { tag: u8, value: u64 } // 7 bytes of padding after `tag`
+    ///
+    /// let pool = mproc::Pool::new(1)?;
+    /// let _ = pool.map_plain(|_, p: Padded| p.value, [Padded { tag: 1, value: 2 }], None)?;
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
     pub fn map_plain<T, R>(
         &self,
         f: fn(&Ctx, T) -> R,
@@ -374,17 +339,11 @@ impl<Ctx> Pool<Ctx> {
         chunksize: Option<usize>,
     ) -> Result<Vec<R>>
     where
-        T: Copy + ShmSafe + 'static,
-        R: Copy + ShmSafe + 'static,
+        T: crate::Plain,
+        R: crate::Plain,
     {
-        let (items, c) = self.chunks(items, chunksize)?;
-        let id = self.submit::<T, R, Plain, Plain>(
-            tramp_map::<Ctx, T, R, Plain, Plain>,
-            f as usize,
-            items.into_iter(),
-            c,
-            true,
-        )?;
+        let task = MapFn::<Ctx, T, R, Plain, Plain>::new(f);
+        let id = self.submit_list::<T, R, Plain, Plain, _>(task, items, chunksize, None)?;
         self.run_all::<R, Plain>(id)
     }
 
@@ -400,15 +359,52 @@ impl<Ctx> Pool<Ctx> {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let (items, c) = self.chunks(items, chunksize)?;
-        let id = self.submit::<(A, B), R, Postcard, Postcard>(
-            tramp_star::<Ctx, A, B, R, Postcard, Postcard>,
-            f as usize,
-            items.into_iter(),
-            c,
-            true,
-        )?;
+        let task = StarFn::<Ctx, A, B, R, Postcard, Postcard>::new(f);
+        let id = self.submit_list::<(A, B), R, Postcard, Postcard, _>(task, items, chunksize, None)?;
         self.run_all::<R, Postcard>(id)
+    }
+
+    /// [`Pool::map`] without waiting: the handle's `ready`, `wait`, `get` and `get_timeout` give
+    /// the `Vec` of results (or [`Error::MapFailed`]); [`AsyncResult::on_result`] hands it to a
+    /// callback instead.
+    ///
+    /// ```
+    /// let pool = mproc::Pool::new(2)?;
+    /// let squares = pool.map_async(|_, x: u64| x * x, 0..10u64, None)?;
+    /// // ... other work here ...
+    /// assert_eq!(squares.get()?[3], 9);
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn map_async<T, R>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        items: impl IntoIterator<Item = T>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<'_, Ctx, Vec<R>>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let task = MapFn::<Ctx, T, R, Postcard, Postcard>::new(f);
+        let id = self.submit_list::<T, R, Postcard, Postcard, _>(task, items, chunksize, None)?;
+        Ok(AsyncResult::new(self, id, finish_all::<R, Postcard>))
+    }
+
+    /// [`Pool::starmap`] without waiting, as [`Pool::map_async`].
+    pub fn starmap_async<A, B, R>(
+        &self,
+        f: fn(&Ctx, A, B) -> R,
+        items: impl IntoIterator<Item = (A, B)>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<'_, Ctx, Vec<R>>>
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        B: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let task = StarFn::<Ctx, A, B, R, Postcard, Postcard>::new(f);
+        let id = self.submit_list::<(A, B), R, Postcard, Postcard, _>(task, items, chunksize, None)?;
+        Ok(AsyncResult::new(self, id, finish_all::<R, Postcard>))
     }
 
     /// A lazy [`Pool::map`]: items are taken from `items` as workers have room, and results come
@@ -420,14 +416,9 @@ impl<Ctx> Pool<Ctx> {
         I: IntoIterator<Item = T>,
         I::IntoIter: 'static,
     {
-        let id = self.submit::<T, R, Postcard, Postcard>(
-            tramp_map::<Ctx, T, R, Postcard, Postcard>,
-            f as usize,
-            items.into_iter(),
-            chunksize,
-            true,
-        )?;
-        Ok(ResultIter { pool: self, id, finished: false, _r: PhantomData })
+        let task = TaskFn::new(MapFn::<Ctx, T, R, Postcard, Postcard>::new(f));
+        let id = self.submit::<T, R, Postcard, Postcard>(task, items.into_iter(), chunksize, true, None)?;
+        Ok(ResultIter::new(self, id))
     }
 
     /// Like [`Pool::imap`], but results come in the order they finish.
@@ -443,14 +434,9 @@ impl<Ctx> Pool<Ctx> {
         I: IntoIterator<Item = T>,
         I::IntoIter: 'static,
     {
-        let id = self.submit::<T, R, Postcard, Postcard>(
-            tramp_map::<Ctx, T, R, Postcard, Postcard>,
-            f as usize,
-            items.into_iter(),
-            chunksize,
-            false,
-        )?;
-        Ok(ResultIter { pool: self, id, finished: false, _r: PhantomData })
+        let task = TaskFn::new(MapFn::<Ctx, T, R, Postcard, Postcard>::new(f));
+        let id = self.submit::<T, R, Postcard, Postcard>(task, items.into_iter(), chunksize, false, None)?;
+        Ok(ResultIter::new(self, id))
     }
 
     /// Runs one task and waits for its result.
@@ -463,30 +449,50 @@ impl<Ctx> Pool<Ctx> {
     }
 
     /// Starts one task; its result is collected when you ask the [`AsyncResult`] (the pool makes
-    /// progress on every call into it).
+    /// progress on every call into it), or handed to a callback with [`AsyncResult::on_result`].
+    ///
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc};
+    ///
+    /// let pool = mproc::Pool::new(2)?;
+    /// let got = Rc::new(RefCell::new(Vec::new()));
+    /// for x in 0..4u64 {
+    ///     let got = got.clone();
+    ///     pool.apply_async(|_, x: u64| x * 10, x)?.on_result(move |r| got.borrow_mut().push(r.unwrap()));
+    /// }
+    /// pool.wait_all()?; // callbacks run as results are collected
+    /// got.borrow_mut().sort();
+    /// assert_eq!(*got.borrow(), vec![0, 10, 20, 30]);
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
     pub fn apply_async<T, R>(&self, f: fn(&Ctx, T) -> R, arg: T) -> Result<AsyncResult<'_, Ctx, R>>
     where
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let id = self.submit::<T, R, Postcard, Postcard>(
-            tramp_map::<Ctx, T, R, Postcard, Postcard>,
-            f as usize,
-            std::iter::once(arg),
-            1,
-            true,
-        )?;
-        Ok(AsyncResult { pool: self, id, taken: false, _r: PhantomData })
+        let task = TaskFn::new(MapFn::<Ctx, T, R, Postcard, Postcard>::new(f));
+        let id = self.submit::<T, R, Postcard, Postcard>(task, std::iter::once(arg), 1, true, None)?;
+        Ok(AsyncResult::new(self, id, finish_one::<R, Postcard>))
+    }
+
+    /// Waits until all submitted work is complete, running the callbacks
+    /// ([`AsyncResult::on_result`]) as it goes. Results held for handles stay there.
+    pub fn wait_all(&self) -> Result<()> {
+        self.drive(Core::all_settled, None).map(|_| ())
     }
 
     /// Takes no more work; running and submitted work goes on. Then call [`Pool::join`].
     pub fn close(&self) {
-        self.core.borrow_mut().closed = true;
+        self.core.borrow_mut().close();
     }
 
-    /// After [`Pool::close`]: finishes all submitted work, stops the workers and waits for them.
+    /// After [`Pool::close`]: finishes all submitted work (running callbacks), stops the workers
+    /// and waits for them. After [`Pool::terminate`]: returns at once (the workers are already
+    /// reaped). Before either: [`Error::Misuse`].
     pub fn join(&self) -> Result<()> {
-        self.core.borrow_mut().join()
+        let r = self.core.borrow_mut().join();
+        self.run_callbacks();
+        r
     }
 
     /// Kills the workers now (SIGKILL) and reaps them; unfinished work is dropped.
@@ -497,118 +503,5 @@ impl<Ctx> Pool<Ctx> {
     /// Whether the pool was terminated, joined or interrupted.
     pub fn is_terminated(&self) -> bool {
         self.core.borrow().is_terminated()
-    }
-
-    fn pop<R: 'static>(&self, id: u64) -> Option<Result<R>> {
-        let mut core = self.core.borrow_mut();
-        let job = core.jobs.get_mut(&id)?;
-        job.sink.as_any().downcast_mut::<Collect<R, Postcard>>().expect("sink type matches its job").pop()
-    }
-}
-
-/// The results of [`Pool::imap`] / [`Pool::imap_unordered`], one `Result` per task. Dropping it
-/// early stops feeding the job's remaining items to the workers.
-pub struct ResultIter<'p, Ctx, R> {
-    pool: &'p Pool<Ctx>,
-    id: u64,
-    finished: bool,
-    _r: PhantomData<fn() -> R>,
-}
-
-impl<Ctx, R: Serialize + DeserializeOwned + 'static> Iterator for ResultIter<'_, Ctx, R> {
-    type Item = Result<R>;
-
-    fn next(&mut self) -> Option<Result<R>> {
-        if self.finished {
-            return None;
-        }
-        loop {
-            if let Some(r) = self.pool.pop::<R>(self.id) {
-                return Some(r);
-            }
-            let mut core = self.pool.core.borrow_mut();
-            if core.jobs.get(&self.id).is_none_or(|j| j.complete()) {
-                core.take(self.id);
-                self.finished = true;
-                return None;
-            }
-            let id = self.id;
-            // Drive until a result can be handed out (or the job is over).
-            let progressed = core.drive(|c| c.jobs.get(&id).is_none_or(|j| j.complete() || j.sink.has_ready()), None);
-            if let Err(e) = progressed {
-                core.abandon(id);
-                self.finished = true;
-                return Some(Err(e));
-            }
-        }
-    }
-}
-
-impl<Ctx, R> Drop for ResultIter<'_, Ctx, R> {
-    fn drop(&mut self) {
-        if !self.finished
-            && let Ok(mut core) = self.pool.core.try_borrow_mut()
-        {
-            core.abandon(self.id);
-        }
-    }
-}
-
-/// The pending result of [`Pool::apply_async`].
-pub struct AsyncResult<'p, Ctx, R> {
-    pool: &'p Pool<Ctx>,
-    id: u64,
-    taken: bool,
-    _r: PhantomData<fn() -> R>,
-}
-
-impl<Ctx, R: Serialize + DeserializeOwned + 'static> AsyncResult<'_, Ctx, R> {
-    fn drive_until(&self, deadline: Option<Instant>) -> Result<bool> {
-        if self.taken {
-            return Err(Error::Misuse("the result was already taken".into()));
-        }
-        let id = self.id;
-        self.pool.core.borrow_mut().drive(|c| c.jobs.get(&id).is_none_or(|j| j.complete()), deadline)
-    }
-
-    /// Whether the result is there (makes progress without blocking).
-    pub fn ready(&self) -> bool {
-        self.drive_until(Some(Instant::now())).unwrap_or(true)
-    }
-
-    /// Waits until the result is there.
-    pub fn wait(&self) -> Result<()> {
-        self.drive_until(None).map(|_| ())
-    }
-
-    /// Waits for the result and takes it.
-    pub fn get(mut self) -> Result<R> {
-        self.drive_until(None)?;
-        self.take()
-    }
-
-    /// Waits at most `timeout`: [`Error::Timeout`] if the result is not there yet (ask again).
-    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
-        if !self.drive_until(Some(Instant::now() + timeout))? {
-            return Err(Error::Timeout);
-        }
-        self.take()
-    }
-
-    fn take(&mut self) -> Result<R> {
-        self.taken = true;
-        let r = self.pool.pop::<R>(self.id);
-        self.pool.core.borrow_mut().take(self.id);
-        r.unwrap_or_else(|| Err(Error::Corrupt("the task produced no result".into())))
-    }
-}
-
-impl<Ctx, R> Drop for AsyncResult<'_, Ctx, R> {
-    fn drop(&mut self) {
-        if !self.taken
-            && let Ok(mut core) = self.pool.core.try_borrow_mut()
-        {
-            core.abandon(self.id);
-        }
     }
 }

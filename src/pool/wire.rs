@@ -1,13 +1,18 @@
-//! What crosses the rings: record headers, per-item tags, and the two codecs.
+//! What crosses the rings: record kinds and headers (plain data, read with bytemuck), per-item
+//! tags, and the two codecs (serde/postcard, and plain bytes).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::shm::ShmSafe;
+use crate::pool::task::TaskFn;
 
 /// In-ring record kinds (parent → worker).
 pub(crate) const TASK: u32 = 1;
 pub(crate) const STOP: u32 = 2;
+/// The per-call value of a job ([`crate::Pool::map_with`]): a [`JobHeader`] and its bytes.
+pub(crate) const CALL_ARG: u32 = 3;
+/// The job is over: the worker drops its per-call value. A [`JobHeader`].
+pub(crate) const JOB_END: u32 = 4;
 /// Out-ring record kind (worker → parent).
 pub(crate) const RESULTS: u32 = 1;
 
@@ -15,10 +20,13 @@ pub(crate) const RESULTS: u32 = 1;
 pub(crate) const OK: u8 = 0;
 pub(crate) const PANICKED: u8 = 1;
 pub(crate) const TOO_LARGE: u8 = 2;
+/// The argument could not be decoded in the worker (message follows).
 pub(crate) const UNDECODABLE: u8 = 3;
+/// The result could not be encoded in the worker (message follows).
+pub(crate) const UNENCODABLE: u8 = 4;
 
-/// A chunk of tasks: items `start..end` of the `count` items encoded after the header, whose
-/// item 0 is task `first` of job `job`. `tramp` runs them with the task function `func`.
+/// A chunk of tasks: items `start..end` of the items encoded after the header, whose item 0 is
+/// task `first` of job `job`, each run by `task`.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct TaskHeader {
@@ -26,8 +34,7 @@ pub(crate) struct TaskHeader {
     pub first: u64,
     pub start: u32,
     pub end: u32,
-    pub tramp: usize,
-    pub func: usize,
+    pub task: TaskFn,
 }
 
 /// Results of tasks `first..first+count` of job `job`, as tagged items.
@@ -37,24 +44,47 @@ pub(crate) struct ResultHeader {
     pub job: u64,
     pub first: u64,
     pub count: u32,
-    pub _pad: u32,
+    /// Zero. Room for a chunk-level status (all items OK, so no per-item tags).
+    pub reserved: u32,
 }
+
+/// Names the job of a [`CALL_ARG`] or [`JOB_END`] record.
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub(crate) struct JobHeader {
+    pub job: u64,
+}
+
+// The three headers are `repr(C)` structs of u64/u32 fields (and `TaskFn`, itself two u64s) laid
+// out without padding (checked below), so they have no uninitialised bytes, and any bit pattern
+// is a valid value of each field, hence of the struct; the zero pattern is one of them.
+// SAFETY: see above.
+unsafe impl bytemuck::Zeroable for TaskHeader {}
+// SAFETY: see above.
+unsafe impl bytemuck::Pod for TaskHeader {}
+// SAFETY: see above.
+unsafe impl bytemuck::Zeroable for ResultHeader {}
+// SAFETY: see above.
+unsafe impl bytemuck::Pod for ResultHeader {}
+// SAFETY: see above.
+unsafe impl bytemuck::Zeroable for JobHeader {}
+// SAFETY: see above.
+unsafe impl bytemuck::Pod for JobHeader {}
+
+const _: () = {
+    use std::mem::size_of;
+    assert!(size_of::<TaskHeader>() == 8 + 8 + 4 + 4 + size_of::<TaskFn>());
+    assert!(size_of::<ResultHeader>() == 8 + 8 + 4 + 4);
+    assert!(size_of::<JobHeader>() == 8);
+};
 
 pub(crate) const TASK_HDR: usize = std::mem::size_of::<TaskHeader>();
 pub(crate) const RESULT_HDR: usize = std::mem::size_of::<ResultHeader>();
+pub(crate) const JOB_HDR: usize = std::mem::size_of::<JobHeader>();
 
-/// Reads a `Copy` header from the front of `bytes` (which the caller checked is long enough).
-pub(crate) fn read_header<H: Copy>(bytes: &[u8]) -> H {
-    assert!(bytes.len() >= std::mem::size_of::<H>(), "record shorter than its header");
-    // SAFETY: at least size_of::<H>() bytes; read_unaligned has no alignment requirement; the
-    // headers are plain integers, valid for any bytes.
-    unsafe { bytes.as_ptr().cast::<H>().read_unaligned() }
-}
-
-/// Writes a header's bytes.
-pub(crate) fn header_bytes<H: Copy>(h: &H) -> &[u8] {
-    // SAFETY: a `repr(C)` struct of integers without padding viewed as its bytes.
-    unsafe { std::slice::from_raw_parts((h as *const H).cast::<u8>(), std::mem::size_of::<H>()) }
+/// Reads a header from the front of a record: `None` if the record is shorter than the header.
+pub(crate) fn read_header<H: bytemuck::Pod>(bytes: &[u8]) -> Option<H> {
+    bytes.get(..std::mem::size_of::<H>()).map(bytemuck::pod_read_unaligned)
 }
 
 /// How values are turned into bytes and back.
@@ -69,46 +99,54 @@ pub(crate) struct Postcard;
 impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
         let buf = std::mem::take(out);
-        *out = postcard::to_extend(v, buf).map_err(|e| format!("cannot encode: {e}"))?;
-        Ok(())
+        match postcard::to_extend(v, buf) {
+            Ok(b) => {
+                *out = b;
+                Ok(())
+            }
+            // postcard drops the message of `S::Error::custom` ("Serde Serialization Error"):
+            // run the value through the probe, which keeps it. Only on failure: no cost otherwise.
+            Err(e) => Err(probe::message(v).unwrap_or_else(|| e.to_string())),
+        }
     }
 
     fn decode(input: &mut &[u8]) -> Result<T, String> {
-        let (v, rest) = postcard::take_from_bytes(input).map_err(|e| format!("cannot decode: {e}"))?;
+        let (v, rest) = postcard::take_from_bytes(input).map_err(|e| e.to_string())?;
         *input = rest;
         Ok(v)
     }
 }
 
-/// The copy-free path: plain data (`Copy + ShmSafe`) is copied as its bytes, no encoding.
+/// The copy-free path: plain data ([`crate::Plain`]: no padding, every bit pattern valid) is
+/// copied as its bytes, no encoding.
 pub(crate) struct Plain;
 
-impl<T: Copy + ShmSafe> Wire<T> for Plain {
+impl<T: crate::Plain> Wire<T> for Plain {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
-        out.extend_from_slice(header_bytes(v));
+        out.extend_from_slice(bytemuck::bytes_of(v));
         Ok(())
     }
 
     fn decode(input: &mut &[u8]) -> Result<T, String> {
         let n = std::mem::size_of::<T>();
-        if input.len() < n {
-            return Err("truncated plain value".into());
-        }
-        // SAFETY: n bytes are there; T is plain data (ShmSafe: no pointers, any bytes written by
-        // the same type in the same binary are a valid T), read without alignment assumptions.
-        let v = unsafe { input.as_ptr().cast::<T>().read_unaligned() };
+        let Some(bytes) = input.get(..n) else { return Err("truncated plain value".into()) };
+        let v = bytemuck::pod_read_unaligned(bytes);
         *input = &input[n..];
         Ok(v)
     }
 }
 
-/// Encodes a panic/too-large message or size after its tag.
+/// Encodes a panic or error message after its tag.
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
-    let _ = <Postcard as Wire<String>>::encode(&s.to_owned(), out);
+    put_u64(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
 }
 
 pub(crate) fn get_str(input: &mut &[u8]) -> String {
-    <Postcard as Wire<String>>::decode(input).unwrap_or_else(|e| e)
+    let n = get_u64(input) as usize;
+    let s = input.get(..n).map_or_else(|| "(message truncated)".to_owned(), |b| String::from_utf8_lossy(b).into());
+    *input = input.get(n..).unwrap_or(&[]);
+    s
 }
 
 pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
@@ -116,10 +154,194 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 }
 
 pub(crate) fn get_u64(input: &mut &[u8]) -> u64 {
-    if input.len() < 8 {
+    let Some(b) = input.get(..8) else {
+        *input = &[];
         return 0;
-    }
-    let v = u64::from_le_bytes(input[..8].try_into().expect("8 bytes"));
+    };
+    let v = u64::from_le_bytes(b.try_into().expect("8 bytes"));
     *input = &input[8..];
     v
+}
+
+/// A serializer that writes nothing and keeps the message of the first error: what postcard
+/// loses.
+mod probe {
+    use serde::ser::{self, Serialize};
+    use std::fmt;
+
+    #[derive(Debug)]
+    pub(super) struct Msg(String);
+
+    impl fmt::Display for Msg {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Msg {}
+
+    impl ser::Error for Msg {
+        fn custom<T: fmt::Display>(msg: T) -> Self {
+            Msg(msg.to_string())
+        }
+    }
+
+    /// The message the value's `Serialize` fails with, if it fails.
+    pub(super) fn message<T: Serialize + ?Sized>(v: &T) -> Option<String> {
+        v.serialize(Probe).err().map(|m| m.0)
+    }
+
+    struct Probe;
+
+    type R = Result<(), Msg>;
+
+    macro_rules! scalars {
+        ($($f:ident: $t:ty),* $(,)?) => { $( fn $f(self, _: $t) -> R { Ok(()) } )* };
+    }
+
+    impl ser::Serializer for Probe {
+        type Ok = ();
+        type Error = Msg;
+        type SerializeSeq = Probe;
+        type SerializeTuple = Probe;
+        type SerializeTupleStruct = Probe;
+        type SerializeTupleVariant = Probe;
+        type SerializeMap = Probe;
+        type SerializeStruct = Probe;
+        type SerializeStructVariant = Probe;
+
+        scalars!(
+            serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+            serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+            serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_f32: f32,
+            serialize_f64: f64, serialize_char: char, serialize_str: &str, serialize_bytes: &[u8],
+            serialize_unit_struct: &'static str,
+        );
+
+        fn serialize_none(self) -> R {
+            Ok(())
+        }
+        fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> R {
+            v.serialize(self)
+        }
+        fn serialize_unit(self) -> R {
+            Ok(())
+        }
+        fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> R {
+            Ok(())
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> R {
+            v.serialize(self)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            v: &T,
+        ) -> R {
+            v.serialize(self)
+        }
+        fn serialize_seq(self, _: Option<usize>) -> Result<Probe, Msg> {
+            Ok(self)
+        }
+        fn serialize_tuple(self, _: usize) -> Result<Probe, Msg> {
+            Ok(self)
+        }
+        fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Probe, Msg> {
+            Ok(self)
+        }
+        fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Probe, Msg> {
+            Ok(self)
+        }
+        fn serialize_map(self, _: Option<usize>) -> Result<Probe, Msg> {
+            Ok(self)
+        }
+        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Probe, Msg> {
+            Ok(self)
+        }
+        fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Probe, Msg> {
+            Ok(self)
+        }
+    }
+
+    macro_rules! compound {
+        ($($tr:ident :: $f:ident ($($k:ty),*)),* $(,)?) => { $(
+            impl ser::$tr for Probe {
+                type Ok = ();
+                type Error = Msg;
+                fn $f<T: Serialize + ?Sized>(&mut self, $(_: $k,)* v: &T) -> R {
+                    v.serialize(Probe)
+                }
+                fn end(self) -> R {
+                    Ok(())
+                }
+            }
+        )* };
+    }
+
+    compound!(
+        SerializeSeq::serialize_element(),
+        SerializeTuple::serialize_element(),
+        SerializeTupleStruct::serialize_field(),
+        SerializeTupleVariant::serialize_field(),
+        SerializeStruct::serialize_field(&'static str),
+        SerializeStructVariant::serialize_field(&'static str),
+    );
+
+    impl ser::SerializeMap for Probe {
+        type Ok = ();
+        type Error = Msg;
+        fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> R {
+            k.serialize(Probe)
+        }
+        fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
+            v.serialize(Probe)
+        }
+        fn end(self) -> R {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoNan(f64);
+
+    impl Serialize for NoNan {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if self.0.is_nan() {
+                return Err(serde::ser::Error::custom("no NaN allowed"));
+            }
+            s.serialize_f64(self.0)
+        }
+    }
+
+    #[test]
+    fn an_encode_failure_keeps_the_serializers_own_message() {
+        let v = vec![(1u8, vec![NoNan(1.0), NoNan(f64::NAN)])];
+        let mut out = Vec::new();
+        assert!(postcard::to_extend(&v, Vec::new()).unwrap_err().to_string().contains("Serde"), "postcard loses it");
+        // Wire needs DeserializeOwned; the probe itself does not.
+        assert_eq!(probe::message(&v).as_deref(), Some("no NaN allowed"));
+        assert_eq!(probe::message(&vec![(1u8, vec![NoNan(1.0)])]), None);
+        <Postcard as Wire<String>>::encode(&"ok".to_owned(), &mut out).unwrap();
+        assert_eq!(<Postcard as Wire<String>>::decode(&mut &out[..]).unwrap(), "ok");
+    }
+
+    #[test]
+    fn headers_round_trip_through_unaligned_bytes_and_short_records_are_refused() {
+        let h = ResultHeader { job: 3, first: 70, count: 9, reserved: 0 };
+        let mut b = vec![0xAAu8];
+        b.extend_from_slice(bytemuck::bytes_of(&h));
+        let back: ResultHeader = read_header(&b[1..]).unwrap();
+        assert_eq!((back.job, back.first, back.count), (3, 70, 9));
+        assert!(read_header::<ResultHeader>(&b[1..RESULT_HDR]).is_none());
+        let mut s = Vec::new();
+        put_str(&mut s, "boom");
+        assert_eq!(get_str(&mut &s[..]), "boom");
+        assert_eq!(get_str(&mut &s[..10]), "(message truncated)");
+    }
 }

@@ -1,0 +1,143 @@
+//! Dispatch: which chunk goes to which worker next. Chunks to send again (after a worker died)
+//! go first, then fresh chunks of the oldest job that has items left, round-robin over the
+//! workers that are not saturated.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use crate::error::Error;
+use crate::pool::job::Jobs;
+use crate::pool::slots::{InFlight, Slot};
+use crate::pool::wire::{self, CALL_ARG, JOB_END, JOB_HDR, JobHeader, TASK_HDR, TaskHeader};
+
+#[derive(Default)]
+pub(crate) struct Dispatch {
+    /// Chunks to send (again) before any fresh one.
+    requeue: VecDeque<InFlight>,
+    /// Chunk buffers to reuse (no allocation per chunk in steady state).
+    spare: Vec<Vec<u8>>,
+    /// The worker to try first next time.
+    rr: usize,
+    /// Items a source could not send (encoding failed, too large), to fail in their job.
+    rejected: Vec<(u64, Error)>,
+}
+
+impl Dispatch {
+    pub(crate) fn requeue_front(&mut self, e: InFlight) {
+        self.requeue.push_front(e);
+    }
+
+    pub(crate) fn requeue_back(&mut self, e: InFlight) {
+        self.requeue.push_back(e);
+    }
+
+    /// Whether chunks wait to be sent again.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.requeue.is_empty()
+    }
+
+    /// Whether a chunk of `job` waits to be sent again.
+    pub(crate) fn holds(&self, job: u64) -> bool {
+        self.requeue.iter().any(|e| e.job == job)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.requeue.clear();
+    }
+
+    pub(crate) fn recycle(&mut self, b: Rc<Vec<u8>>) {
+        if let Ok(v) = Rc::try_unwrap(b)
+            && self.spare.len() < 1024
+        {
+            self.spare.push(v);
+        }
+    }
+
+    /// The next chunk to send: one to send again first, else a fresh one from the oldest job.
+    fn next_entry(&mut self, jobs: &mut Jobs, max_bytes: usize) -> Option<InFlight> {
+        if let Some(e) = self.requeue.pop_front() {
+            return Some(e);
+        }
+        // Oldest job first. A job whose source turns out to be exhausted is not found again.
+        while let Some(id) = jobs.oldest_feedable() {
+            let mut buf = self.spare.pop().unwrap_or_default();
+            let job = jobs.get_mut(id).expect("found above");
+            let chunk = job.source.next_chunk(&mut buf, job.chunksize, max_bytes, &mut self.rejected);
+            let rejected = !self.rejected.is_empty();
+            for (idx, e) in self.rejected.drain(..) {
+                job.fail(idx, e);
+            }
+            if rejected || chunk.is_none() {
+                jobs.settle(id);
+            }
+            if let Some((first, count)) = chunk {
+                return Some(InFlight { job: id, first, start: 0, end: count, bytes: Rc::new(buf), retries: 0 });
+            }
+            self.spare.push(buf);
+        }
+        None
+    }
+
+    /// Sends chunks to every worker that has room, until there is nothing to send.
+    pub(crate) fn run(&mut self, slots: &mut [Slot], jobs: &mut Jobs) {
+        let n = slots.len();
+        let Some(max_bytes) = slots.first().map(|s| s.chan.max_record() - TASK_HDR) else { return };
+        loop {
+            let mut sent = false;
+            for k in 0..n {
+                let s = &mut slots[(self.rr + k) % n];
+                if !s.alive || s.saturated() {
+                    continue;
+                }
+                if !s.args_sent.is_empty() {
+                    forget_ended_jobs(s, jobs);
+                }
+                let Some(e) = self.next_entry(jobs, max_bytes) else { return };
+                let Some(job) = jobs.get(e.job) else { continue };
+                let mut tasks = s.chan.tasks();
+                if let Some(arg) = &job.arg
+                    && !s.args_sent.contains(&e.job)
+                {
+                    let h = JobHeader { job: e.job };
+                    let pushed = tasks.try_push_with(CALL_ARG, JOB_HDR + arg.len(), |b| {
+                        b[..JOB_HDR].copy_from_slice(bytemuck::bytes_of(&h));
+                        b[JOB_HDR..].copy_from_slice(arg);
+                    });
+                    if pushed.is_err() {
+                        self.requeue.push_front(e);
+                        continue;
+                    }
+                    s.args_sent.push(e.job);
+                }
+                let h = TaskHeader { job: e.job, first: e.first, start: e.start, end: e.end, task: job.task };
+                let pushed = tasks.try_push_with(wire::TASK, TASK_HDR + e.bytes.len(), |b| {
+                    b[..TASK_HDR].copy_from_slice(bytemuck::bytes_of(&h));
+                    b[TASK_HDR..].copy_from_slice(&e.bytes);
+                });
+                match pushed {
+                    Ok(()) => {
+                        s.inflight_items += e.items();
+                        s.inflight.push_back(e);
+                        sent = true;
+                    }
+                    Err(_) => self.requeue.push_front(e),
+                }
+            }
+            self.rr = (self.rr + 1) % n;
+            if !sent {
+                return;
+            }
+        }
+    }
+}
+
+/// Tells worker `s` to drop the per-call values of jobs that are over.
+fn forget_ended_jobs(s: &mut Slot, jobs: &Jobs) {
+    let mut tasks = s.chan.tasks();
+    s.args_sent.retain(|&job| {
+        jobs.contains(job) || {
+            let h = JobHeader { job };
+            tasks.try_push(JOB_END, bytemuck::bytes_of(&h)).is_err() // kept if the ring is full
+        }
+    });
+}

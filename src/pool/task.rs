@@ -1,0 +1,226 @@
+//! The one typed record of a task function, [`TaskFn`]: the single place where a task function
+//! is erased ([`TaskFn::new`]) and the single place where it is recovered ([`TaskFn::run`] and
+//! the trampoline it calls).
+//!
+//! A task is a plain `fn` pointer (a closure that captures nothing). The workers are forks of the
+//! parent, so a code address means the same code in them: the parent writes a `TaskFn` into the
+//! task record and the worker calls it.
+
+use std::any::Any;
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+
+use crate::pool::wire::{self, TaskHeader, Wire};
+use crate::pool::worker::{ResultWriter, WorkerShared, take_panic_message};
+
+/// One chunk, as a task function sees it.
+pub(crate) struct ChunkRun<'a, 'w> {
+    pub items: &'a [u8],
+    pub h: TaskHeader,
+    pub shared: &'a WorkerShared,
+    pub out: &'a mut ResultWriter<'w>,
+    /// The job's per-call value ([`crate::Pool::map_with`]), as this worker received it.
+    pub arg: Option<&'a mut CallArg>,
+}
+
+/// A job's per-call value in a worker: its bytes, decoded on first use by the typed task.
+#[derive(Debug)]
+pub(crate) struct CallArg {
+    pub bytes: Vec<u8>,
+    decoded: Option<Result<Box<dyn Any>, String>>,
+}
+
+impl CallArg {
+    pub(crate) fn new(bytes: Vec<u8>) -> CallArg {
+        CallArg { bytes, decoded: None }
+    }
+}
+
+/// How a task function runs a chunk; implemented by the signature wrappers below, each one
+/// `fn` pointer wide.
+pub(crate) trait Task<Ctx>: Copy {
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>);
+}
+
+type Tramp = unsafe fn(ctx: *const (), func: usize, run: &mut ChunkRun<'_, '_>);
+
+/// A task function with its types erased, as it crosses the ring: the trampoline that knows the
+/// types, and the function's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub(crate) struct TaskFn {
+    tramp: u64,
+    func: u64,
+}
+
+// SAFETY: two u64s, no padding; any bit pattern is a valid `TaskFn` value (calling one is what
+// needs care, and that is `TaskFn::run`'s contract).
+unsafe impl bytemuck::Zeroable for TaskFn {}
+// SAFETY: as above.
+unsafe impl bytemuck::Pod for TaskFn {}
+
+impl TaskFn {
+    /// Erases `task`, a task function for context type `Ctx`.
+    pub(crate) fn new<Ctx, S: Task<Ctx>>(task: S) -> TaskFn {
+        const { assert!(std::mem::size_of::<S>() == std::mem::size_of::<usize>()) };
+        // SAFETY: `S` is one `fn` pointer plus zero-sized markers (asserted usize-sized): its bits
+        // are the function's address.
+        let func: usize = unsafe { std::mem::transmute_copy(&task) };
+        TaskFn { tramp: trampoline::<Ctx, S> as Tramp as usize as u64, func: func as u64 }
+    }
+
+    /// Runs a chunk with the erased function.
+    ///
+    /// # Safety
+    /// - `self` was made by [`TaskFn::new`] in this program or the process it was forked from,
+    ///   for the context type `Ctx` of the value `ctx` points to;
+    /// - `ctx` points to a live `Ctx`.
+    pub(crate) unsafe fn run(self, ctx: *const (), run: &mut ChunkRun<'_, '_>) {
+        // SAFETY: per the contract, `tramp` holds `trampoline::<Ctx, S>` of this very code.
+        let tramp = unsafe { std::mem::transmute::<usize, Tramp>(self.tramp as usize) };
+        // SAFETY: per the contract, `func` holds the bits of the `S` that trampoline expects.
+        unsafe { tramp(ctx, self.func as usize, run) }
+    }
+}
+
+/// # Safety
+/// `func` holds the bits of an `S` (made by [`TaskFn::new`]); `ctx` points to a live `Ctx`.
+unsafe fn trampoline<Ctx, S: Task<Ctx>>(ctx: *const (), func: usize, run: &mut ChunkRun<'_, '_>) {
+    // SAFETY: per the contract, these are the bits of a valid `S` (a function pointer).
+    let task: S = unsafe { std::mem::transmute_copy(&func) };
+    // SAFETY: per the contract.
+    task.run_chunk(unsafe { &*ctx.cast::<Ctx>() }, run);
+}
+
+/// An initializer `fn(&Ctx)` with its context type erased, run in each new worker.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct InitFn {
+    tramp: unsafe fn(*const (), usize),
+    func: usize,
+}
+
+impl InitFn {
+    pub(crate) fn new<Ctx>(f: fn(&Ctx)) -> InitFn {
+        InitFn { tramp: init_trampoline::<Ctx>, func: f as usize }
+    }
+
+    /// # Safety
+    /// `self` was made from an `fn(&Ctx)` and `ctx` points to a live `Ctx`.
+    pub(crate) unsafe fn run(self, ctx: *const ()) {
+        // SAFETY: per the contract.
+        unsafe { (self.tramp)(ctx, self.func) }
+    }
+}
+
+/// # Safety
+/// `func` was made from an `fn(&Ctx)` and `ctx` points to a live `Ctx`.
+unsafe fn init_trampoline<Ctx>(ctx: *const (), func: usize) {
+    // SAFETY: per the contract, `func` is the address of an `fn(&Ctx)` of this program.
+    let f = unsafe { std::mem::transmute::<usize, fn(&Ctx)>(func) };
+    // SAFETY: per the contract.
+    f(unsafe { &*ctx.cast::<Ctx>() });
+}
+
+/// `fn(&Ctx, T) -> R`, with codecs `WI` (items) and `WO` (results).
+pub(crate) struct MapFn<Ctx, T, R, WI, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> (WI, WO)>);
+/// `fn(&Ctx, A, B) -> R`, items are pairs.
+pub(crate) struct StarFn<Ctx, A, B, R, WI, WO>(pub fn(&Ctx, A, B) -> R, PhantomData<fn() -> (WI, WO)>);
+/// `fn(&Ctx, &A, T) -> R`, with `A` the job's per-call value (postcard).
+pub(crate) struct WithFn<Ctx, A, T, R, WI, WO>(pub fn(&Ctx, &A, T) -> R, PhantomData<fn() -> (WI, WO)>);
+
+macro_rules! fn_wrapper {
+    ($name:ident <$($p:ident),*> ($f:ty)) => {
+        impl<$($p),*> Clone for $name<$($p),*> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<$($p),*> Copy for $name<$($p),*> {}
+        impl<$($p),*> $name<$($p),*> {
+            pub(crate) fn new(f: $f) -> Self {
+                $name(f, PhantomData)
+            }
+        }
+    };
+}
+fn_wrapper!(MapFn<Ctx, T, R, WI, WO>(fn(&Ctx, T) -> R));
+fn_wrapper!(StarFn<Ctx, A, B, R, WI, WO>(fn(&Ctx, A, B) -> R));
+fn_wrapper!(WithFn<Ctx, A, T, R, WI, WO>(fn(&Ctx, &A, T) -> R));
+
+impl<Ctx, T, R, WI: Wire<T>, WO: Wire<R>> Task<Ctx> for MapFn<Ctx, T, R, WI, WO> {
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        run_items::<Ctx, T, R, WI, WO>(ctx, run, self.0);
+    }
+}
+
+impl<Ctx, A, B, R, WI: Wire<(A, B)>, WO: Wire<R>> Task<Ctx> for StarFn<Ctx, A, B, R, WI, WO> {
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        let f = self.0;
+        run_items::<Ctx, (A, B), R, WI, WO>(ctx, run, |c, (a, b)| f(c, a, b));
+    }
+}
+
+impl<Ctx, A, T, R, WI, WO> Task<Ctx> for WithFn<Ctx, A, T, R, WI, WO>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    WI: Wire<T>,
+    WO: Wire<R>,
+{
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        let f = self.0;
+        let arg = match run.arg.take() {
+            None => Err("the per-call value never reached this worker".to_owned()),
+            Some(a) => {
+                let d = a.decoded.get_or_insert_with(|| {
+                    <wire::Postcard as Wire<A>>::decode(&mut &a.bytes[..]).map(|v| Box::new(v) as Box<dyn Any>)
+                });
+                match d {
+                    Ok(b) => Ok(b.downcast_ref::<A>().expect("decoded as this job's type")),
+                    Err(e) => Err(e.clone()),
+                }
+            }
+        };
+        match arg {
+            Ok(a) => run_items::<Ctx, T, R, WI, WO>(ctx, run, |c, x| f(c, a, x)),
+            Err(e) => fail_items(run, &format!("the per-call value: {e}")),
+        }
+    }
+}
+
+/// Runs items `start..end` of a chunk with `call`, publishing tagged results.
+fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<'_, '_>, call: impl Fn(&Ctx, T) -> R) {
+    let h = run.h;
+    let mut input = run.items;
+    run.out.begin(h.job, h.first + u64::from(h.start));
+    for i in 0..h.end {
+        let item = WI::decode(&mut input);
+        if i < h.start {
+            continue;
+        }
+        let idx = h.first + u64::from(i);
+        match item {
+            Err(e) => run.out.item_err(wire::UNDECODABLE, &e),
+            Ok(x) => {
+                run.shared.current_item.store(idx + 1, Ordering::Relaxed);
+                let r = catch_unwind(AssertUnwindSafe(|| call(ctx, x)));
+                run.shared.current_item.store(0, Ordering::Relaxed);
+                match r {
+                    Ok(v) => run.out.item_ok(|buf| WO::encode(&v, buf)),
+                    Err(p) => run.out.item_err(wire::PANICKED, &take_panic_message(&*p)),
+                }
+            }
+        }
+    }
+    run.out.finish();
+}
+
+/// Fails every item of the chunk as undecodable, with `msg`.
+fn fail_items(run: &mut ChunkRun<'_, '_>, msg: &str) {
+    let h = run.h;
+    run.out.begin(h.job, h.first + u64::from(h.start));
+    for _ in h.start..h.end {
+        run.out.item_err(wire::UNDECODABLE, msg);
+    }
+    run.out.finish();
+}
