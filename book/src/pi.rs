@@ -94,7 +94,7 @@ impl FromStr for Mode {
     }
 }
 
-/// This process's random stream: its seed. The next position is [`POSITION`].
+/// This process's random stream: its seed (how far it has been read is kept beside it).
 pub static STREAM: AtomicU64 = AtomicU64::new(0);
 /// How far this process has read its stream.
 static POSITION: AtomicU64 = AtomicU64::new(0);
