@@ -167,6 +167,7 @@ pub mod flag;
 mod manager;
 mod pool;
 mod process;
+mod progress;
 mod queue;
 #[cfg(feature = "redis")]
 mod redis;
@@ -188,6 +189,7 @@ pub use flag::{EarlyExit, Flag, MmapFlag};
 pub use manager::{Manager, ManagerClient, ManagerFlag};
 pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, PoolBuilder, ResultIter};
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
+pub use progress::Progress;
 pub use shm::{Arena, Plain, Segment, ShmBox, ShmSafe};
 pub use sync::{Barrier, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore};
 pub use sys::monotonic_ns;

@@ -18,7 +18,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use mproc::{Error, Pool, Result};
+use mproc::{Error, Pool, Progress, Result};
 
 /// How the darts are thrown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -190,10 +190,28 @@ pub struct Block {
     pub worker: Option<usize>,
 }
 
+/// Darts thrown between two bumps of the shared [`Progress`].
+const BUMP: u64 = 1 << 20;
+
+/// Darts `first..first + n` of stream `seed`, counted towards `progress` every [`BUMP`] darts.
+fn count_counted(kernel: Kernel, seed: u64, first: u64, n: u64, progress: Option<&Progress>) -> u64 {
+    let mut inside = 0;
+    let mut done = 0;
+    while done < n {
+        let k = BUMP.min(n - done);
+        inside += count_inside(kernel, seed, first + done, k);
+        if let Some(p) = progress {
+            p.add(k);
+        }
+        done += k;
+    }
+    inside
+}
+
 /// Throws one block of darts from this process's stream.
-fn throw(kernel: Kernel, darts: u64) -> Block {
+fn throw(kernel: Kernel, darts: u64, progress: Option<&Progress>) -> Block {
     let (seed, first) = take(darts);
-    Block { darts, inside: count_inside(kernel, seed, first, darts), worker: mproc::worker::index() }
+    Block { darts, inside: count_counted(kernel, seed, first, darts, progress), worker: mproc::worker::index() }
 }
 
 /// Settings of one run.
@@ -264,14 +282,15 @@ fn shares(samples: u64, workers: usize) -> Vec<u64> {
     (0..w).map(|i| samples / w + u64::from(i < samples % w)).collect()
 }
 
-/// Runs the blocks serially or on threads (each thread with a stream of its own).
-pub fn run_local(mode: Mode, cfg: &Config) -> Result<Estimate> {
+/// Runs the blocks serially or on threads (each thread with a stream of its own), counting the
+/// darts towards `progress` if given.
+pub fn run_local(mode: Mode, cfg: &Config, progress: Option<&Progress>) -> Result<Estimate> {
     check(cfg)?;
     let t = Instant::now();
     let blocks: Vec<Block> = match mode {
         Mode::Serial => {
             seed_stream(cfg.seed);
-            shares(cfg.samples, cfg.workers).into_iter().map(|n| throw(cfg.kernel, n)).collect()
+            shares(cfg.samples, cfg.workers).into_iter().map(|n| throw(cfg.kernel, n, progress)).collect()
         }
         Mode::Threads => std::thread::scope(|s| {
             let handles: Vec<_> = shares(cfg.samples, cfg.workers)
@@ -279,7 +298,11 @@ pub fn run_local(mode: Mode, cfg: &Config) -> Result<Estimate> {
                 .enumerate()
                 .map(|(i, n)| {
                     let (kernel, seed) = (cfg.kernel, mproc::worker::seed_for(cfg.seed, i));
-                    s.spawn(move || Block { darts: n, inside: count_inside(kernel, seed, 0, n), worker: Some(i) })
+                    s.spawn(move || Block {
+                        darts: n,
+                        inside: count_counted(kernel, seed, 0, n, progress),
+                        worker: Some(i),
+                    })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("a dart thread panicked")).collect()
@@ -299,7 +322,7 @@ fn check(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-fn reseed_from_worker_seed(_: &()) {
+fn reseed_from_worker_seed(_: &Progress) {
     if let Some(s) = mproc::worker::seed() {
         seed_stream(s);
     }
@@ -309,17 +332,18 @@ fn reseed_from_worker_seed(_: &()) {
 /// program that seeds its RNG at start-up does.
 #[derive(Debug)]
 pub struct Pi {
-    pool: Pool<()>,
+    pool: Pool<Progress>,
     cfg: Config,
 }
 
 impl Pi {
     /// Seeds this process's stream with `cfg.seed`, then forks `cfg.workers` processes, which
-    /// reseed from their per-worker seeds if `cfg.reseed`.
-    pub fn new(cfg: Config) -> Result<Pi> {
+    /// reseed from their per-worker seeds if `cfg.reseed`. The workers count their darts in
+    /// `progress` (give it at least `workers + 1` slots).
+    pub fn new(cfg: Config, progress: Progress) -> Result<Pi> {
         check(&cfg)?;
         seed_stream(cfg.seed);
-        let mut b = Pool::builder().processes(cfg.workers).seed(cfg.seed);
+        let mut b = Pool::builder().processes(cfg.workers).seed(cfg.seed).context(progress);
         if cfg.reseed {
             b = b.initializer(reseed_from_worker_seed);
         }
@@ -332,11 +356,18 @@ impl Pi {
         let tasks: Vec<(u8, u64)> =
             shares(self.cfg.samples, self.cfg.workers).into_iter().map(|n| (self.cfg.kernel as u8, n)).collect();
         let blocks = self.pool.map(
-            |_, (k, n): (u8, u64)| throw(if k == Kernel::Plain as u8 { Kernel::Plain } else { Kernel::Batched }, n),
+            |p: &Progress, (k, n): (u8, u64)| {
+                throw(if k == Kernel::Plain as u8 { Kernel::Plain } else { Kernel::Batched }, n, Some(p))
+            },
             tasks,
             Some(1),
         )?;
         Ok(estimate(Mode::Processes, &self.cfg, &blocks, t.elapsed().as_secs_f64()))
+    }
+
+    /// The darts the workers have thrown so far, counted in shared memory.
+    pub fn progress(&self) -> &Progress {
+        self.pool.context()
     }
 }
 
@@ -368,7 +399,7 @@ mod tests {
     fn threads_use_distinct_streams_and_serial_blocks_continue_one() {
         let cfg = Config { samples: 200_000, workers: 4, seed: 1, reseed: true, kernel: Kernel::Batched };
         for mode in [Mode::Serial, Mode::Threads] {
-            let e = run_local(mode, &cfg).unwrap();
+            let e = run_local(mode, &cfg, None).unwrap();
             assert!(!e.duplicate_blocks, "{mode}: {:?}", e.inside);
             assert_eq!(e.samples, 200_000);
         }

@@ -4,6 +4,7 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use mproc::Progress;
 use mproc_book::pi::{Config, Kernel, Pi};
 
 fn cfg(reseed: bool) -> Config {
@@ -16,7 +17,7 @@ fn without_reseeding_forked_workers_throw_identical_blocks() {
         // Which worker takes which block is the pool's choice: try fresh pools until the two
         // blocks ran on different workers (nearly always the first).
         for _ in 0..10 {
-            let e = Pi::new(cfg(false)).unwrap().run().unwrap();
+            let e = Pi::new(cfg(false), Progress::new(3).unwrap()).unwrap().run().unwrap();
             assert_eq!(e.inside.len(), 2);
             if e.workers_used < 2 {
                 continue;
@@ -32,7 +33,8 @@ fn without_reseeding_forked_workers_throw_identical_blocks() {
 #[test]
 fn by_default_each_worker_reseeds_and_the_estimate_is_close() {
     common::run("pi_reseed", common::SECS(60), || {
-        let pi = Pi::new(cfg(true)).unwrap();
+        let progress = Progress::new(3).unwrap();
+        let pi = Pi::new(cfg(true), progress.clone()).unwrap();
         for _ in 0..3 {
             let e = pi.run().unwrap();
             assert!(!e.duplicate_blocks, "{:?}", e.inside);
@@ -40,5 +42,6 @@ fn by_default_each_worker_reseeds_and_the_estimate_is_close() {
             assert!(e.error.abs() < 0.01, "{e:?}");
             assert_eq!(e.samples, 2_000_000);
         }
+        assert_eq!(progress.total(), 6_000_000, "every dart counted in shared memory");
     });
 }

@@ -10,6 +10,7 @@ mod counters;
 mod pi;
 mod plot;
 mod primes;
+mod progress;
 mod shm;
 mod verify;
 

@@ -1,5 +1,6 @@
 //! `mproc pi`: Monte Carlo π serially, on threads and on processes.
 
+use mproc::Progress;
 use mproc_book::pi::{self, Config, Estimate, Kernel, Mode, Pi};
 
 #[derive(clap::Args)]
@@ -77,24 +78,46 @@ pub fn run(a: Args) -> crate::Result<()> {
             "mode", "kernel", "workers", "pi", "error", "seconds", "speed-up"
         );
     }
+    let max_workers = workers.iter().copied().max().unwrap_or(1);
+    let progress = Progress::new(max_workers + 1)?;
+    let runs = kernels.len() * (1 + modes.len() * workers.len());
+    let mut stages = Vec::new();
+    for k in &kernels {
+        stages.push(format!("{k}: serial baseline"));
+        for m in &modes {
+            stages.extend(workers.iter().map(|w| format!("{k}: {m}, {w} workers")));
+        }
+    }
+    let bar = crate::progress::Bar::start(&progress, runs as u64 * samples, stages, !a.json)?;
     let mut rows = Vec::new();
+    let mut stage = 0;
     for &kernel in &kernels {
         // The one-worker serial run is every speed-up's baseline.
         let base_cfg = Config { samples, workers: 1, seed: a.seed, reseed: !a.no_reseed, kernel };
-        let serial = pi::run_local(Mode::Serial, &base_cfg)?;
+        bar.stage(stage);
+        let serial = pi::run_local(Mode::Serial, &base_cfg, Some(&progress))?;
         for &mode in &modes {
             for &w in &workers {
+                stage += 1;
+                bar.stage(stage);
                 let cfg = Config { workers: w, ..base_cfg.clone() };
                 let est = match mode {
-                    Mode::Serial if w == 1 => serial.clone(),
-                    Mode::Serial | Mode::Threads => pi::run_local(mode, &cfg)?,
-                    Mode::Processes => Pi::new(cfg)?.run()?,
+                    Mode::Serial if w == 1 => {
+                        progress.add(samples); // the baseline, not run twice
+                        serial.clone()
+                    }
+                    Mode::Serial | Mode::Threads => pi::run_local(mode, &cfg, Some(&progress))?,
+                    Mode::Processes => Pi::new(cfg, progress.clone())?.run()?,
                 };
                 let speedup = serial.seconds / est.seconds;
-                emit(&Row { est: &est, speedup, parallelism: par }, a.json);
                 rows.push((est, speedup));
             }
         }
+        stage += 1;
+    }
+    bar.finish();
+    for (est, speedup) in &rows {
+        emit(&Row { est, speedup: *speedup, parallelism: par }, a.json);
     }
     if let Some(dir) = &a.svg {
         let path = crate::plot::pi_speedup(dir, &rows, par)?;

@@ -1,7 +1,6 @@
 //! `mproc primes`: count the primes in a range with a Pool, at each chunk size (the book's study)
 //! or cut into 1..N chunks (its sawtooth).
 
-use mproc::Pool;
 use mproc_book::find_primes::{self, Call, Run};
 use mproc_book::kernel::Kernel;
 
@@ -109,7 +108,7 @@ pub fn run(a: Args) -> crate::Result<()> {
     let chunksizes = settings(&a, numbers.len())?;
     let want = find_primes::sieve_count(lo, hi);
     let par = crate::bench::parallelism()?;
-    let pool = Pool::new(a.processes)?;
+    let pool = find_primes::pool(a.processes)?;
     if !a.json {
         println!(
             "primes in [{lo}, {hi}): {} numbers, {want} primes (sieve); {} processes, Pool.{call}, {kernel} kernel{}, \
@@ -134,7 +133,16 @@ pub fn run(a: Args) -> crate::Result<()> {
         }
         Ok(())
     };
-    let serial_runs: Vec<Run> = (0..a.repeat).map(|_| find_primes::serial(&numbers, kernel)).collect();
+    let progress = pool.context();
+    let mut stages = vec![format!("serial ({} runs)", a.repeat)];
+    stages.extend(chunksizes.iter().map(|c| format!("chunk size {c}")));
+    let bar = crate::progress::Bar::start(
+        progress,
+        stages.len() as u64 * a.repeat as u64 * numbers.len() as u64,
+        stages,
+        !a.json,
+    )?;
+    let serial_runs: Vec<Run> = (0..a.repeat).map(|_| find_primes::serial(&numbers, kernel, Some(progress))).collect();
     for r in &serial_runs {
         check(r)?;
     }
@@ -149,11 +157,11 @@ pub fn run(a: Args) -> crate::Result<()> {
         speedup: serial_median / median,
         parallelism: par,
     };
-    if a.serial {
-        emit(&row(serial_runs[0].clone(), serial_best, serial_median), a.json);
-    }
+    let serial_row = a.serial.then(|| row(serial_runs[0].clone(), serial_best, serial_median));
     let mut points = Vec::new();
-    for &c in &chunksizes {
+    let mut rows = Vec::new();
+    for (i, &c) in chunksizes.iter().enumerate() {
+        bar.stage(i + 1);
         let mut runs = Vec::with_capacity(a.repeat);
         for _ in 0..a.repeat {
             let r = find_primes::on_pool(&pool, &numbers, kernel, call, c)?;
@@ -163,7 +171,11 @@ pub fn run(a: Args) -> crate::Result<()> {
         let (best, median) = stats(runs.iter().map(|r| r.seconds).collect());
         let r = row(runs.swap_remove(0), best, median);
         points.push((c, r.run.chunks.unwrap_or(1), median));
-        emit(&r, a.json);
+        rows.push(r);
+    }
+    bar.finish();
+    for r in serial_row.iter().chain(&rows) {
+        emit(r, a.json);
     }
     if let Some(dir) = &a.svg {
         let title = format!("primes in [{lo}, {hi}): {} processes, Pool.{call}, {kernel} kernel", a.processes);
