@@ -28,8 +28,9 @@ bench:
 	$(CARGO) bench --bench locks --bench pool
 
 # BASELINE=path/to/an/older/mproc adds its figures beside today's, measured in the same run.
+# QUICK=1: smaller sizes, about two minutes.
 compare: build
-	bash scripts/compare.sh --processes 2 --repeat $(REPEAT) $(if $(BASELINE),--baseline $(BASELINE))
+	bash scripts/compare.sh --processes 2 --repeat $(REPEAT) $(if $(BASELINE),--baseline $(BASELINE)) $(if $(QUICK),--quick)
 
 lint:
 	bash scripts/lint.sh

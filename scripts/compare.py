@@ -57,8 +57,10 @@ def pool(mproc, processes, tasks, repeat, baseline=None):
     row("start-up + 1 task + join (ms)", next(iter(py.values()))["startup_ms"], next(iter(rs.values()))["startup_ms"], b)
 
 
-def verify(mproc, processes, repeat, variants, baseline=None):
+def verify(mproc, processes, repeat, variants, baseline=None, numbers=None):
     common = ["--processes", str(processes), "--repeat", str(repeat), "--flag", ",".join(variants)]
+    if numbers:
+        common += ["--numbers", numbers]
     key = lambda r: (r["variant"], r["number"])
     print(f"\nverify-primes: {processes} processes, median of {repeat} (seconds); Python polls every 1000 (the book)", flush=True)
     py = {key(r): r for r in lines([sys.executable, "benches/python/verify_primes.py", "--check-every", "1000"] + common)}
@@ -85,6 +87,56 @@ def verify(mproc, processes, repeat, variants, baseline=None):
         print(line)
 
 
+def pi(mproc, processes, repeat, quick):
+    lists_n, numpy_n = (1_000_000, 10_000_000) if quick else (10_000_000, 100_000_000)
+    samples = 10 * numpy_n
+    print(f"\npi: Python lists {lists_n:.0e} darts, numpy {numpy_n:.0e}, mproc {samples:.0e}; {processes} workers, median of {repeat} (ns per dart)", flush=True)
+    py = lines([sys.executable, "benches/python/pi.py", "--samples-lists", str(lists_n), "--samples-numpy", str(numpy_n),
+                "--workers", str(processes), "--repeat", str(repeat)])
+    rs = lines([mproc, "pi", "--json", "--samples", str(samples), "--workers", f"1,{processes}", "--mode", "serial,threads,processes"])
+    # mproc: the median per (mode, kernel, workers) over the repeats is not needed: one run of 10x the darts.
+    ours = {(r["mode"], r["kernel"], r["workers"]): r["seconds"] * 1e9 / r["samples"] for r in rs}
+    par = rs[0]["parallelism"] if rs else float("nan")
+    print(f"{'python':<28} {'ns/dart':>9}   {'mproc (batched kernel)':<28} {'ns/dart':>9} {'python/mproc':>13}   (parallelism check {par:.2})")
+    for r in py:
+        key = (r["mode"], "batched", r["workers"])
+        m = ours.get(key)
+        label = f"{r['impl']} {r['mode']} x{r['workers']}"
+        if m:
+            print(f"{label:<28} {r['ns_per_dart']:>9.2f}   {key[0] + ' x' + str(key[2]):<28} {m:>9.3f} {r['ns_per_dart'] / m:>12.1f}x")
+        else:
+            print(f"{label:<28} {r['ns_per_dart']:>9.2f}")
+    plain = ours.get(("processes", "plain", processes))
+    if plain:
+        print(f"{'':<40} mproc plain kernel, processes x{processes}: {plain:.3f} ns/dart")
+
+
+def primes(mproc, processes, repeat, quick):
+    rng = "100000000..100100000" if quick else "100000000..101000000"
+    chunks = "1,10,100,1000,10000,auto"
+    print(f"\nprimes in [{rng.replace('..', ', ')}): Pool.map at each chunk size, {processes} processes (seconds; Python once, mproc median of {repeat})", flush=True)
+    py = lines([sys.executable, "benches/python/primes.py", "--range", rng, "--chunksizes", chunks, "--processes", str(processes)])
+    rs = lines([mproc, "primes", "--json", "--serial", "--range", rng, "--chunksizes", chunks, "--processes", str(processes), "--repeat", str(repeat)])
+    auto = rs[-1]["chunksize"] if rs else None  # the last setting is "auto", resolved to its number
+    ours = {}
+    for r in rs:
+        c = r["chunksize"]
+        ours["serial" if r["call"] == "serial" else str(c)] = r["median_s"]
+    print(f"{'setting':<18} {'python':>9} {'mproc':>9} {'python/mproc':>13}")
+    best_py, best_rs = float("inf"), float("inf")
+    for r in py:
+        key = "serial" if r["call"] == "serial" else r["chunksize"]
+        m = ours.get(key) if key != "auto" else ours.get(str(auto))
+        if r["call"] != "serial":
+            best_py = min(best_py, r["seconds"])
+        if m:
+            if key != "serial":
+                best_rs = min(best_rs, m)
+            print(f"{'chunksize ' + key if key != 'serial' else 'serial':<18} {r['seconds']:>9.3f} {m:>9.4f} {r['seconds'] / m:>12.1f}x")
+    if best_rs < float("inf"):
+        print(f"{'best Pool setting':<18} {best_py:>9.3f} {best_rs:>9.4f} {best_py / best_rs:>12.1f}x")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--mproc", default="target/release/mproc")
@@ -92,15 +144,29 @@ if __name__ == "__main__":
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=100_000)
-    ap.add_argument("--only", default="counters,pool,verify", help="which tables")
+    ap.add_argument("--only", default="counters,pool,verify,pi,primes", help="which tables")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes: the whole comparison in about two minutes")
     ap.add_argument("--baseline", default=None, help="an older mproc binary to measure beside this one (before/after)")
     ap.add_argument("--variants", default="none,less-naive,manager,redis,rawvalue,mmap,mmap-redux")
     a = ap.parse_args()
     only = a.only.split(",")
-    if "counters" in only:
-        counters(a.mproc, a.processes, a.count, a.repeat)
-    if "pool" in only:
-        pool(a.mproc, a.processes, a.tasks, max(a.repeat, 5), a.baseline)
-    if "verify" in only:
-        variants = [v for v in a.variants.split(",") if v != "redis" or os.environ.get("MPROC_REDIS_URL")]
-        verify(a.mproc, a.processes, a.repeat, variants, a.baseline)
+    if a.quick:
+        a.repeat, a.tasks, a.count = 1, 20_000, 500
+    steps = [t for t in ["counters", "pool", "verify", "pi", "primes"] if t in only]
+    for i, table in enumerate(steps, 1):
+        print(f"\n[{i}/{len(steps)}] {table}: running Python and mproc ...", flush=True)
+        if table == "counters":
+            counters(a.mproc, a.processes, a.count, a.repeat)
+        elif table == "pool":
+            pool(a.mproc, a.processes, a.tasks, max(a.repeat, 5) if not a.quick else 3, a.baseline)
+        elif table == "verify":
+            variants = [v for v in a.variants.split(",") if v != "redis" or os.environ.get("MPROC_REDIS_URL")]
+            numbers = None
+            if a.quick:  # one composite and one prime, four variants
+                variants = [v for v in variants if v in ("none", "rawvalue", "mmap-redux", "manager")]
+                numbers = "100109100129100369,100109100129100151"
+            verify(a.mproc, a.processes, a.repeat, variants, a.baseline, numbers)
+        elif table == "pi":
+            pi(a.mproc, a.processes, a.repeat, a.quick)
+        elif table == "primes":
+            primes(a.mproc, a.processes, a.repeat, a.quick)
