@@ -20,6 +20,13 @@ demo: build
 	@echo
 	@echo "== Pool overhead: 100,000 trivial tasks =="
 	$(MPROC) bench pool --processes 2 --repeat 3
+	@echo
+	@echo "== Monte Carlo pi: processes scale (and --no-reseed shows the book's trap) =="
+	$(MPROC) pi --samples 1e8 --workers 1,2 --kernel batched
+	$(MPROC) pi --samples 1e7 --mode processes --workers 2 --kernel batched --no-reseed
+	@echo
+	@echo "== Finding primes with a Pool: time per chunk size =="
+	$(MPROC) primes --range book --repeat 1
 
 test:
 	bash scripts/test.sh
