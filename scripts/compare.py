@@ -137,6 +137,25 @@ def primes(mproc, processes, repeat, quick):
         print(f"{'best Pool setting':<18} {best_py:>9.3f} {best_rs:>9.4f} {best_py / best_rs:>12.1f}x")
 
 
+def shared_array(mproc, processes, quick):
+    rows, cols = (2000, 20000) if quick else (10000, 20000)
+    print(f"\nshared array: {rows} x {cols} f64 ({rows * cols * 8 / 1e9:.2f} GB), {processes} processes, pid fill", flush=True)
+    py = lines([sys.executable, "benches/python/shared_array.py", "--rows", str(rows), "--cols", str(cols), "--processes", str(processes)])
+    rs = lines([mproc, "shared-array", "--json", "--rows", str(rows), "--cols", str(cols), "--processes", str(processes)])
+    if not py or not rs:
+        print("shared array: no figures")
+        return
+    p, m = py[0], rs[0]
+    print(f"{'figure':<34} {'python':>10} {'mproc':>10} {'python/mproc':>13}")
+    print(f"{'allocate the shared array (s)':<34} {p['alloc_s']:>10.4f} {m['alloc_s']:>10.6f} {p['alloc_s'] / max(m['alloc_s'], 1e-9):>12.0f}x")
+    print(f"{'allocate + first fill (s)':<34} {p['alloc_s'] + p['fill_s']:>10.4f} {m['alloc_s'] + m['bytes'] / m['fill_gb_s'] / 1e9:>10.4f}")
+    print(f"{'fill bandwidth, warm pages (GB/s)':<34} {p['fill_gb_s']:>10.2f} {m['warm_fill_gb_s']:>10.2f} {m['warm_fill_gb_s'] / p['fill_gb_s']:>12.1f}x (mproc/python)")
+    print(f"mproc: one process filling a fresh private buffer: first touch {m['memset_gb_s']:.2f} GB/s, warm {m['warm_memset_gb_s']:.2f} GB/s;"
+          f" the shared fill reaches {m['fill_gb_s'] / m['memset_gb_s']:.0%} / {m['warm_fill_gb_s'] / m['warm_memset_gb_s']:.0%} of it")
+    growth = max((w["after"]["anon_kib"] - w["before"]["anon_kib"]) * 1024 / m["bytes"] for w in m["workers"])
+    print(f"mproc: largest worker RssAnon growth {growth:.3%} of the array; system Shmem grew {m['system_shmem_growth_kib'] / 1024:.0f} MiB for a {m['bytes'] / 2**20:.0f} MiB array")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--mproc", default="target/release/mproc")
@@ -144,7 +163,7 @@ if __name__ == "__main__":
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=100_000)
-    ap.add_argument("--only", default="counters,pool,verify,pi,primes", help="which tables")
+    ap.add_argument("--only", default="counters,pool,verify,pi,primes,shared-array", help="which tables")
     ap.add_argument("--quick", action="store_true", help="smaller sizes: the whole comparison in about two minutes")
     ap.add_argument("--baseline", default=None, help="an older mproc binary to measure beside this one (before/after)")
     ap.add_argument("--variants", default="none,less-naive,manager,redis,rawvalue,mmap,mmap-redux")
@@ -152,7 +171,7 @@ if __name__ == "__main__":
     only = a.only.split(",")
     if a.quick:
         a.repeat, a.tasks, a.count = 1, 20_000, 500
-    steps = [t for t in ["counters", "pool", "verify", "pi", "primes"] if t in only]
+    steps = [t for t in ["counters", "pool", "verify", "pi", "primes", "shared-array"] if t in only]
     for i, table in enumerate(steps, 1):
         print(f"\n[{i}/{len(steps)}] {table}: running Python and mproc ...", flush=True)
         if table == "counters":
@@ -170,3 +189,5 @@ if __name__ == "__main__":
             pi(a.mproc, a.processes, a.repeat, a.quick)
         elif table == "primes":
             primes(a.mproc, a.processes, a.repeat, a.quick)
+        elif table == "shared-array":
+            shared_array(a.mproc, a.processes, a.quick)

@@ -11,6 +11,7 @@ mod pi;
 mod plot;
 mod primes;
 mod progress;
+mod shared_array;
 mod shm;
 mod verify;
 
@@ -39,6 +40,9 @@ enum Command {
     /// Find the primes in a range with a Pool: time per chunk size (the book's study), or per
     /// number of chunks (its sawtooth), checked against a sieve.
     Primes(primes::Args),
+    /// Share a big array between worker processes without copying it; the kernel's memory
+    /// figures show that nothing was copied.
+    SharedArray(shared_array::Args),
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::VerifyPrimes(a) => verify::run(a),
         Command::Pi(a) => pi::run(a),
         Command::Primes(a) => primes::run(a),
+        Command::SharedArray(a) => shared_array::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
