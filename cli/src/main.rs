@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod book;
 mod counters;
 mod pi;
 mod plot;
@@ -29,6 +30,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole chapter: every experiment on built-in defaults, then its claims beside the
+    /// figures measured now (writes target/book/report.md).
+    Book(book::Args),
     /// N processes each add 1 to a shared count M times, guarded six ways (or not).
     Counters(counters::Args),
     /// Check numbers for primality across worker processes, stopping early through a shared flag
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Counters(a) => counters::run(a),
+        Command::Book(a) => book::run(a),
         Command::Shm(c) => shm::run(c),
         Command::Bench(c) => bench::run(c),
         Command::VerifyPrimes(a) => verify::run(a),
