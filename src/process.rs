@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result, Signal};
 use crate::shm::{ShmBox, ShmSafe};
 use crate::sys::{self, Fork, PidFd, WaitOutcome};
-use crate::value::Slot;
 
 /// What to do when asked to fork a process that runs more than one thread.
 ///
@@ -167,10 +166,10 @@ const FAILED: u32 = 2;
 struct MessageSlot {
     kind: AtomicU32,
     len: AtomicU32,
-    bytes: Slot<[u8; MESSAGE_CAP]>,
+    bytes: [AtomicU8; MESSAGE_CAP],
 }
 
-// SAFETY: atomics and a byte array; zero means "no message"; no Drop.
+// SAFETY: atomics only; any bits are valid (zero means "no message"); no Drop.
 unsafe impl ShmSafe for MessageSlot {}
 
 impl MessageSlot {
@@ -180,9 +179,11 @@ impl MessageSlot {
         while !msg.is_char_boundary(n) {
             n -= 1;
         }
-        // SAFETY: only the child writes the bytes, once, and the parent reads them only after
-        // reaping the child (waitpid orders the accesses).
-        unsafe { (&mut *self.bytes.get())[..n].copy_from_slice(&msg.as_bytes()[..n]) };
+        // Relaxed: only the child writes the bytes, once, and the parent reads them only after
+        // reaping the child (waitpid orders the accesses; `kind` is Release/Acquire as well).
+        for (a, &b) in self.bytes.iter().zip(&msg.as_bytes()[..n]) {
+            a.store(b, Ordering::Relaxed);
+        }
         self.len.store(n as u32, Ordering::Relaxed);
         self.kind.store(kind, Ordering::Release);
     }
@@ -194,9 +195,8 @@ impl MessageSlot {
             return None;
         }
         let n = (self.len.load(Ordering::Relaxed) as usize).min(MESSAGE_CAP);
-        // SAFETY: the child that wrote the bytes has ended.
-        let bytes = unsafe { &(&*self.bytes.get())[..n] };
-        Some((kind, String::from_utf8_lossy(bytes).into_owned()))
+        let bytes: Vec<u8> = self.bytes[..n].iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        Some((kind, String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 
@@ -242,7 +242,7 @@ impl ProcessBuilder {
         let slot = ShmBox::new(MessageSlot {
             kind: AtomicU32::new(0),
             len: AtomicU32::new(0),
-            bytes: Slot(std::cell::UnsafeCell::new([0; MESSAGE_CAP])),
+            bytes: [const { AtomicU8::new(0) }; MESSAGE_CAP],
         })?;
         let child_slot = &*slot;
         let pid = fork_child(self.policy, !self.outlive_parent, move || match catch_unwind(AssertUnwindSafe(f)) {

@@ -41,7 +41,7 @@ use self::wire::{Plain, Postcard, Wire};
 use self::worker::{ChunkRun, Tramp, run_items};
 use crate::error::{Error, Result};
 use crate::process::ForkPolicy;
-use crate::shm::ShmSafe;
+use crate::shm::Plain as PlainData;
 
 /// What happens to the task a worker was running when it died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -365,7 +365,7 @@ impl<Ctx> Pool<Ctx> {
     }
 
     /// [`Pool::map`] for plain data (`Copy` types made of numbers, such as `u64`, `[f64; 4]`, or
-    /// your own `#[repr(C)]` `ShmSafe` structs): arguments and results are copied as bytes, with
+    /// your own `#[repr(C)]` `Plain` structs): arguments and results are copied as bytes, with
     /// no encoding at all.
     pub fn map_plain<T, R>(
         &self,
@@ -374,8 +374,8 @@ impl<Ctx> Pool<Ctx> {
         chunksize: Option<usize>,
     ) -> Result<Vec<R>>
     where
-        T: Copy + ShmSafe + 'static,
-        R: Copy + ShmSafe + 'static,
+        T: PlainData + 'static,
+        R: PlainData + 'static,
     {
         let (items, c) = self.chunks(items, chunksize)?;
         let id = self.submit::<T, R, Plain, Plain>(

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::shm::ShmSafe;
+use crate::shm::Plain as PlainData;
 
 /// In-ring record kinds (parent → worker).
 pub(crate) const TASK: u32 = 1;
@@ -80,10 +80,10 @@ impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
     }
 }
 
-/// The copy-free path: plain data (`Copy + ShmSafe`) is copied as its bytes, no encoding.
+/// The copy-free path: plain data (`Plain`) is copied as its bytes, no encoding.
 pub(crate) struct Plain;
 
-impl<T: Copy + ShmSafe> Wire<T> for Plain {
+impl<T: PlainData> Wire<T> for Plain {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(header_bytes(v));
         Ok(())
@@ -94,7 +94,7 @@ impl<T: Copy + ShmSafe> Wire<T> for Plain {
         if input.len() < n {
             return Err("truncated plain value".into());
         }
-        // SAFETY: n bytes are there; T is plain data (ShmSafe: no pointers, any bytes written by
+        // SAFETY: n bytes are there; T is plain data (Plain: no pointers, any bytes written by
         // the same type in the same binary are a valid T), read without alignment assumptions.
         let v = unsafe { input.as_ptr().cast::<T>().read_unaligned() };
         *input = &input[n..];
