@@ -295,6 +295,12 @@ pub struct LockGuard<'a> {
     _not_send: PhantomData<*const ()>,
 }
 
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}
+
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
@@ -370,6 +376,12 @@ impl fmt::Debug for RLock {
 pub struct RLockGuard<'a> {
     raw: &'a RawLock,
     _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLockGuard").finish_non_exhaustive()
+    }
 }
 
 impl Drop for RLockGuard<'_> {
