@@ -28,7 +28,11 @@ pub fn run<R>(name: &str, limit: Duration, body: impl FnOnce() -> R) -> R {
     let label = name.to_owned();
     let dog = std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
-            eprintln!("watchdog: test {label} ran past {limit:?}; aborting instead of hanging");
+            // Straight to stderr, not `eprintln!`: the harness captures that per test, and the
+            // capture is lost when the process aborts.
+            use std::io::Write;
+            let _ =
+                writeln!(std::io::stderr(), "watchdog: test {label} ran past {limit:?}; aborting instead of hanging");
             std::process::abort();
         }
     });
