@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use crate::error::Result;
-use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::shm::{Arena, Plain, ShmBox};
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::value::{AtomicValue, Slot};
 
@@ -29,38 +29,45 @@ use crate::value::{AtomicValue, Slot};
 /// assert_eq!(s.iter().sum::<u64>(), 9);
 /// # Ok::<(), mproc::Error>(())
 /// ```
-pub struct RawArray<T: ShmSafe> {
+///
+/// Elements are [`Plain`] data:
+/// ```compile_fail
+/// // Regression (raw_array_rejects_bool): another process may leave a 2 in an element.
+/// let a = mproc::RawArray::<bool>::zeroed(8)?;
+/// # Ok::<(), mproc::Error>(())
+/// ```
+pub struct RawArray<T: Plain> {
     data: ShmBox<[Slot<T>]>,
 }
 
-impl<T: ShmSafe> Clone for RawArray<T> {
+impl<T: Plain> Clone for RawArray<T> {
     fn clone(&self) -> Self {
         RawArray { data: self.data.clone() }
     }
 }
 
-impl<T: ShmSafe> fmt::Debug for RawArray<T> {
+impl<T: Plain> fmt::Debug for RawArray<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RawArray").field("len", &self.len()).finish_non_exhaustive()
     }
 }
 
-impl<T: ShmSafe> RawArray<T> {
+impl<T: Plain> RawArray<T> {
     /// `len` zeroed elements in their own anonymous shared segment.
     pub fn zeroed(len: usize) -> Result<Self> {
-        Ok(RawArray { data: ShmBox::zeroed_slice(len)? })
+        // SAFETY: `T: Plain` accepts all-zero bytes and holds no pointers; elements are accessed
+        // atomically or through `unsafe` slices whose contract demands exclusion.
+        Ok(RawArray { data: unsafe { ShmBox::zeroed_slice_unchecked(len)? } })
     }
 
     /// `len` zeroed elements in `arena`.
     pub fn zeroed_in(arena: &Arena, len: usize) -> Result<Self> {
-        Ok(RawArray { data: arena.alloc_zeroed_slice(len)? })
+        // SAFETY: as in `zeroed`.
+        Ok(RawArray { data: unsafe { arena.alloc_zeroed_slice_unchecked(len)? } })
     }
 
     /// A copy of `values` in shared memory.
-    pub fn from_slice(values: &[T]) -> Result<Self>
-    where
-        T: Copy,
-    {
+    pub fn from_slice(values: &[T]) -> Result<Self> {
         let a = Self::zeroed(values.len())?;
         // SAFETY: the array was just created; no other process can reach it yet.
         unsafe { a.as_mut_slice() }.copy_from_slice(values);
@@ -155,18 +162,18 @@ impl<T: AtomicValue> RawArray<T> {
 /// assert_eq!(a.to_vec()?, vec![1, 20, 3]);
 /// # Ok::<(), mproc::Error>(())
 /// ```
-pub struct Array<T: ShmSafe> {
+pub struct Array<T: Plain> {
     lock: Lock,
     raw: RawArray<T>,
 }
 
-impl<T: ShmSafe> Clone for Array<T> {
+impl<T: Plain> Clone for Array<T> {
     fn clone(&self) -> Self {
         Array { lock: self.lock.clone(), raw: self.raw.clone() }
     }
 }
 
-impl<T: ShmSafe> fmt::Debug for Array<T> {
+impl<T: Plain> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Array").field("len", &self.len()).finish_non_exhaustive()
     }
@@ -178,6 +185,12 @@ pub struct ArrayGuard<'a, T> {
     _guard: LockGuard<'a>,
     ptr: *mut T,
     len: usize,
+}
+
+impl<T: fmt::Debug> fmt::Debug for ArrayGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ArrayGuard").field(&&**self).finish()
+    }
 }
 
 impl<T> Deref for ArrayGuard<'_, T> {
@@ -195,7 +208,7 @@ impl<T> DerefMut for ArrayGuard<'_, T> {
     }
 }
 
-impl<T: ShmSafe> Array<T> {
+impl<T: Plain> Array<T> {
     /// `len` zeroed elements and a lock, in one anonymous shared segment.
     pub fn zeroed(len: usize) -> Result<Self> {
         let bytes = std::mem::size_of::<T>()
@@ -211,10 +224,7 @@ impl<T: ShmSafe> Array<T> {
     }
 
     /// A copy of `values` with a lock.
-    pub fn from_slice(values: &[T]) -> Result<Self>
-    where
-        T: Copy,
-    {
+    pub fn from_slice(values: &[T]) -> Result<Self> {
         let a = Self::zeroed(values.len())?;
         // SAFETY: the array was just created; no other process can reach it yet.
         unsafe { a.raw.as_mut_slice() }.copy_from_slice(values);
@@ -244,10 +254,7 @@ impl<T: ShmSafe> Array<T> {
     }
 
     /// A copy of the elements, taken under the lock.
-    pub fn to_vec(&self) -> Result<Vec<T>>
-    where
-        T: Copy,
-    {
+    pub fn to_vec(&self) -> Result<Vec<T>> {
         Ok(self.lock()?.to_vec())
     }
 }

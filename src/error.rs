@@ -138,7 +138,7 @@ pub enum Error {
     #[error(
         "refusing to fork: this process has {threads} threads, and locks held by the other threads \
          would stay locked forever in the child; fork before starting threads, or opt in with \
-         ForkPolicy::AllowThreads"
+         the unsafe ForkPolicy::allow_threads() if the other threads are idle"
     )]
     MultiThreaded {
         /// Threads in the process at the time.

@@ -77,6 +77,12 @@ pub struct FileLockGuard<'a> {
     _not_send: PhantomData<*const ()>,
 }
 
+impl std::fmt::Debug for FileLockGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileLockGuard").field("path", &self.lock.path).field("exclusive", &self.exclusive).finish()
+    }
+}
+
 impl Drop for FileLockGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: the guard holds `local`, so this thread has exclusive use of `state`.

@@ -1,6 +1,6 @@
 //! The early-exit flag: one process says "stop", every other sees it within microseconds.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use crossbeam_utils::CachePadded;
 
@@ -20,8 +20,9 @@ pub trait EarlyExit {
     fn clear(&self) -> Result<()>;
 }
 
-/// The early-exit flag in shared memory (the book's `RawValue` way): a `bool` on a cache line of
-/// its own, so polling it never contends with other data.
+/// The early-exit flag in shared memory (the book's `RawValue` way): one byte on a cache line of
+/// its own, so polling it never contends with other data. The byte is an `AtomicU8`, not an
+/// `AtomicBool`: another process may write any value there, and any non-zero byte means "set".
 ///
 /// Memory ordering: `set` is a Release store and `is_set` an Acquire load, so whatever the setter
 /// wrote before `set` (say, the factor it found) is visible to a process that sees the flag set.
@@ -38,7 +39,7 @@ pub trait EarlyExit {
 /// ```
 #[derive(Clone)]
 pub struct Flag {
-    b: ShmBox<CachePadded<AtomicBool>>,
+    b: ShmBox<CachePadded<AtomicU8>>,
 }
 
 impl std::fmt::Debug for Flag {
@@ -50,30 +51,30 @@ impl std::fmt::Debug for Flag {
 impl Flag {
     /// A new, lowered flag in its own anonymous shared segment.
     pub fn new() -> Result<Flag> {
-        Ok(Flag { b: ShmBox::new(CachePadded::new(AtomicBool::new(false)))? })
+        Ok(Flag { b: ShmBox::new(CachePadded::new(AtomicU8::new(0)))? })
     }
 
     /// A new, lowered flag in `arena`.
     pub fn new_in(arena: &Arena) -> Result<Flag> {
-        Ok(Flag { b: arena.alloc(CachePadded::new(AtomicBool::new(false)))? })
+        Ok(Flag { b: arena.alloc(CachePadded::new(AtomicU8::new(0)))? })
     }
 
     /// Raises the flag.
     #[inline]
     pub fn set(&self) {
-        self.b.store(true, Ordering::Release);
+        self.b.store(1, Ordering::Release);
     }
 
     /// Whether it is raised.
     #[inline]
     pub fn is_set(&self) -> bool {
-        self.b.load(Ordering::Acquire)
+        self.b.load(Ordering::Acquire) != 0
     }
 
     /// Lowers it.
     #[inline]
     pub fn clear(&self) {
-        self.b.store(false, Ordering::Release);
+        self.b.store(0, Ordering::Release);
     }
 }
 

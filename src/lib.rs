@@ -139,9 +139,19 @@
 //!   logger with a background thread) after the pool is built — the Pool forks replacements later,
 //!   so keep the process single-threaded while it lives, or opt in (below) knowingly.
 //! - **Fork before starting threads.** `fork` copies only the calling thread; a lock another
-//!   thread holds stays locked forever in the child. mproc counts the threads and refuses with
-//!   [`Error::MultiThreaded`]; opt in with [`set_fork_policy`]`(ForkPolicy::AllowThreads)` only
-//!   when the other threads are known to be idle.
+//!   thread holds stays locked forever in the child, and data it was midway through updating stays
+//!   half-updated. mproc counts the threads and refuses with [`Error::MultiThreaded`]. Opting in
+//!   is an `unsafe` promise: [`set_fork_policy`]`(unsafe {`[`ForkPolicy::allow_threads`]`()})`
+//!   (or per call with [`ProcessBuilder::fork_policy`] / [`PoolBuilder::fork_policy`]) states
+//!   that the other threads are idle — holding no lock the child's code takes (stdout's and
+//!   stderr's included: `println!`, the default panic hook) and midway through nothing it reads.
+//!   In such a child **mproc itself takes no lock**: its prologue makes only async-signal-safe
+//!   calls, and it leaves without flushing stdout (a last unterminated line may be lost). After a
+//!   fork of a parent verified single-threaded, the child flushes stdout at exit as usual.
+//! - **Descriptors**: a child closes every descriptor mproc opened in the parent — the pidfds of
+//!   [`Process`] handles, the eventfds of pools, [`Manager`] sockets — except the ones it needs
+//!   (a pool worker keeps its pool's wake-up eventfd; the Manager server keeps its socket). Your
+//!   own descriptors are inherited as usual.
 //! - **What the child inherits**: all memory (copy-on-write), open files (close-on-exec does not
 //!   apply to fork), the signal dispositions. [`FileLock`] reopens its file in each new process,
 //!   because an `flock` on an inherited descriptor does not exclude parent from child.

@@ -8,46 +8,81 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result, Signal};
 use crate::shm::{ShmBox, ShmSafe};
 use crate::sys::{self, Fork, PidFd, WaitOutcome};
-use crate::value::Slot;
 
 /// What to do when asked to fork a process that runs more than one thread.
 ///
 /// `fork` copies only the calling thread. A lock some other thread held at that instant — inside
-/// the allocator, stdout, a logger, any `Mutex` — stays locked forever in the child, which then
-/// hangs the first time it needs it. Python 3.12 warns about this; mproc refuses by default.
+/// stdout, a logger, any `Mutex` — stays locked forever in the child, which then hangs the first
+/// time it needs it; data another thread was midway through updating stays half-updated. Python
+/// 3.12 warns about this; mproc refuses by default, and allowing it is an `unsafe` promise
+/// ([`ForkPolicy::allow_threads`]).
+///
+/// # Example
+/// ```
+/// use mproc::ForkPolicy;
+/// assert_eq!(ForkPolicy::default(), ForkPolicy::refuse_threads());
+/// assert!(!ForkPolicy::default().allows_threads());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ForkPolicy {
-    /// Fail with [`Error::MultiThreaded`] (the default).
-    #[default]
-    RefuseThreads,
-    /// Fork anyway: the caller knows the other threads hold no lock the child will need
-    /// (for example the idle threads of a test harness).
-    AllowThreads,
+pub struct ForkPolicy {
+    allow_threads: bool,
+}
+
+impl ForkPolicy {
+    /// Fail with [`Error::MultiThreaded`] when other threads run (the default).
+    pub const fn refuse_threads() -> ForkPolicy {
+        ForkPolicy { allow_threads: false }
+    }
+
+    /// Fork even when other threads run.
+    ///
+    /// mproc still counts the threads: when the parent turns out to be single-threaded the fork is
+    /// as usual; otherwise the child is run without mproc taking any lock in it (its prologue only
+    /// makes async-signal-safe calls, and it leaves without flushing stdout, so a last
+    /// unterminated line of output may be lost).
+    ///
+    /// # Safety
+    /// While this policy is in effect, at every fork mproc makes, no *other* thread of the
+    /// process may be in a state the child could trip over:
+    /// - holding a lock the child's code will take — std's stdout/stderr locks (`println!`,
+    ///   `eprintln!`, the default panic hook), a `Mutex` or `RwLock` of yours or of a library
+    ///   (a logger, a runtime);
+    /// - midway through updating data the child will read (a lock-free structure, a cache
+    ///   guarded by a spinlock).
+    ///
+    /// Threads that are idle — blocked on a channel, a condition variable, a lock they do not
+    /// hold, or a sleep — satisfy this. The child's own code must also not wait for work from
+    /// threads that do not exist in it.
+    pub const unsafe fn allow_threads() -> ForkPolicy {
+        ForkPolicy { allow_threads: true }
+    }
+
+    /// Whether this policy forks while other threads run.
+    pub const fn allows_threads(self) -> bool {
+        self.allow_threads
+    }
 }
 
 static POLICY: AtomicU8 = AtomicU8::new(0);
 
-/// Sets the process-wide default [`ForkPolicy`] (builders can override it per call).
+/// Sets the process-wide default [`ForkPolicy`] (builders can override it per call). A policy
+/// that allows threads can only be made with the `unsafe` [`ForkPolicy::allow_threads`].
 pub fn set_fork_policy(p: ForkPolicy) {
-    POLICY.store(p as u8, Ordering::Relaxed);
+    POLICY.store(u8::from(p.allow_threads), Ordering::Relaxed);
 }
 
 pub(crate) fn fork_policy() -> ForkPolicy {
-    match POLICY.load(Ordering::Relaxed) {
-        0 => ForkPolicy::RefuseThreads,
-        _ => ForkPolicy::AllowThreads,
-    }
+    ForkPolicy { allow_threads: POLICY.load(Ordering::Relaxed) != 0 }
 }
 
 /// Forks a child that runs `child` and `_exit`s with the code it returns.
 ///
-/// Checks the fork policy, flushes stdout, forks, and in the child applies the fork rules of
-/// [`crate::sys`] (parent-death signal first) before calling `child`. Returns the child's pid.
-/// `keep_fds`: descriptors of mproc's own that the child needs (the pool's wake-up eventfd);
+/// Checks the fork policy, flushes stdout (single-threaded parents only), forks, and in the child applies the fork rules of
+/// [`crate::sys`] (descriptors, parent-death signal) before calling `child`. Returns the child's
+/// pid. `keep_fds`: descriptors of mproc's own that the child needs (the pool's wake-up eventfd);
 /// every other descriptor mproc registered is closed in the child.
 pub(crate) fn fork_with(policy: Option<ForkPolicy>, keep_fds: &[i32], child: impl FnOnce() -> i32) -> Result<i32> {
-    let _ = keep_fds; // see the fd registry in `sys`
-    fork_child(policy, true, child)
+    fork_child(policy, true, keep_fds, child)
 }
 
 /// [`fork_with`], optionally without the parent-death signal (for a child that watches its
@@ -55,24 +90,32 @@ pub(crate) fn fork_with(policy: Option<ForkPolicy>, keep_fds: &[i32], child: imp
 pub(crate) fn fork_child(
     policy: Option<ForkPolicy>,
     die_with_parent: bool,
+    keep_fds: &[i32],
     child: impl FnOnce() -> i32,
 ) -> Result<i32> {
-    if policy.unwrap_or_else(fork_policy) == ForkPolicy::RefuseThreads {
-        let threads = sys::thread_count();
-        if threads > 1 {
-            return Err(Error::MultiThreaded { threads });
-        }
-    }
+    let threads = sys::thread_count();
+    if !policy.unwrap_or_else(fork_policy).allows_threads()
+        && let Some(threads) = threads.filter(|&n| n > 1)
     {
+        return Err(Error::MultiThreaded { threads });
+    }
+    // Counted, not assumed: only a parent seen with one thread lets the child take locks.
+    let single_threaded = threads == Some(1);
+    if single_threaded {
+        // Otherwise both processes would print what is buffered. With other threads running this
+        // is skipped: one of them may hold stdout's lock for as long as it likes (even until after
+        // this fork), and the child, which never flushes then, does not print the copied buffer.
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }
     let parent = sys::current_pid();
     // SAFETY: the child branch only calls `child_prepare` (async-signal-safe) before the child's
-    // code, and leaves through `exit_now`, never returning into the parent's frames.
+    // code, and leaves through `exit_now`, never returning into the parent's frames. A fork of a
+    // multi-threaded parent happens only under `ForkPolicy::allow_threads`, whose caller vouched
+    // that no other thread is in a state the child could trip over.
     match unsafe { sys::fork()? } {
         Fork::Child => {
-            sys::child_prepare(parent, die_with_parent);
+            sys::child_prepare(parent, die_with_parent, single_threaded, keep_fds);
             let code = child();
             sys::exit_now(code)
         }
@@ -167,10 +210,10 @@ const FAILED: u32 = 2;
 struct MessageSlot {
     kind: AtomicU32,
     len: AtomicU32,
-    bytes: Slot<[u8; MESSAGE_CAP]>,
+    bytes: [AtomicU8; MESSAGE_CAP],
 }
 
-// SAFETY: atomics and a byte array; zero means "no message"; no Drop.
+// SAFETY: atomics only; any bits are valid (zero means "no message"); no Drop.
 unsafe impl ShmSafe for MessageSlot {}
 
 impl MessageSlot {
@@ -180,9 +223,11 @@ impl MessageSlot {
         while !msg.is_char_boundary(n) {
             n -= 1;
         }
-        // SAFETY: only the child writes the bytes, once, and the parent reads them only after
-        // reaping the child (waitpid orders the accesses).
-        unsafe { (&mut *self.bytes.get())[..n].copy_from_slice(&msg.as_bytes()[..n]) };
+        // Relaxed: only the child writes the bytes, once, and the parent reads them only after
+        // reaping the child (waitpid orders the accesses; `kind` is Release/Acquire as well).
+        for (a, &b) in self.bytes.iter().zip(&msg.as_bytes()[..n]) {
+            a.store(b, Ordering::Relaxed);
+        }
         self.len.store(n as u32, Ordering::Relaxed);
         self.kind.store(kind, Ordering::Release);
     }
@@ -194,9 +239,8 @@ impl MessageSlot {
             return None;
         }
         let n = (self.len.load(Ordering::Relaxed) as usize).min(MESSAGE_CAP);
-        // SAFETY: the child that wrote the bytes has ended.
-        let bytes = unsafe { &(&*self.bytes.get())[..n] };
-        Some((kind, String::from_utf8_lossy(bytes).into_owned()))
+        let bytes: Vec<u8> = self.bytes[..n].iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        Some((kind, String::from_utf8_lossy(&bytes).into_owned()))
     }
 }
 
@@ -213,10 +257,12 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// Options for [`Process`]; `Process::builder()` starts one.
 #[derive(Debug, Clone, Default)]
-#[must_use]
+#[must_use = "a builder does nothing until `spawn` is called"]
 pub struct ProcessBuilder {
     policy: Option<ForkPolicy>,
     outlive_parent: bool,
+    /// mproc's own descriptors the child keeps (the Manager server's listening socket).
+    keep_fds: Vec<i32>,
 }
 
 impl ProcessBuilder {
@@ -233,6 +279,13 @@ impl ProcessBuilder {
         self
     }
 
+    /// Descriptors of mproc's own that the child keeps open (all others it registered are closed
+    /// in the child).
+    pub(crate) fn keep_fds(mut self, fds: Vec<i32>) -> Self {
+        self.keep_fds = fds;
+        self
+    }
+
     /// Forks a child that runs `f`. See [`Process::spawn`].
     pub fn spawn<F, R>(self, f: F) -> Result<Process>
     where
@@ -242,20 +295,22 @@ impl ProcessBuilder {
         let slot = ShmBox::new(MessageSlot {
             kind: AtomicU32::new(0),
             len: AtomicU32::new(0),
-            bytes: Slot(std::cell::UnsafeCell::new([0; MESSAGE_CAP])),
+            bytes: [const { AtomicU8::new(0) }; MESSAGE_CAP],
         })?;
         let child_slot = &*slot;
-        let pid = fork_child(self.policy, !self.outlive_parent, move || match catch_unwind(AssertUnwindSafe(f)) {
-            Ok(r) => {
-                let (code, msg) = r.into_exit();
-                if let Some(m) = msg {
-                    child_slot.put(FAILED, &m);
+        let pid = fork_child(self.policy, !self.outlive_parent, &self.keep_fds, move || {
+            match catch_unwind(AssertUnwindSafe(f)) {
+                Ok(r) => {
+                    let (code, msg) = r.into_exit();
+                    if let Some(m) = msg {
+                        child_slot.put(FAILED, &m);
+                    }
+                    code
                 }
-                code
-            }
-            Err(p) => {
-                child_slot.put(PANICKED, &panic_message(&*p));
-                101
+                Err(p) => {
+                    child_slot.put(PANICKED, &panic_message(&*p));
+                    101
+                }
             }
         })?;
         // A pidfd lets join_timeout sleep in poll() instead of polling waitpid; if the kernel is
@@ -273,7 +328,17 @@ impl ProcessBuilder {
 /// and never runs the parent's destructors.
 ///
 /// **Dropping a `Process` that was not joined kills it (SIGKILL) and reaps it**, so no child
-/// outlives its handle and no zombie is left. Join it to let it finish.
+/// outlives its handle and no zombie is left. Join it to let it finish. The type is
+/// `#[must_use]`, so a handle thrown away by mistake is a warning:
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// // Regression (process_handle_dropped_at_once): the child would be killed before it ran.
+/// fn start() -> mproc::Result<()> {
+///     mproc::Process::spawn(|| println!("working"))?;
+///     Ok(())
+/// }
+/// ```
 ///
 /// # Example
 /// ```
@@ -286,6 +351,7 @@ impl ProcessBuilder {
 /// assert_eq!(q.join()?, mproc::ExitStatus::Panicked("bad input".into()));
 /// # Ok::<(), mproc::Error>(())
 /// ```
+#[must_use = "dropping a Process kills the child (SIGKILL); keep it and join it to let the child finish"]
 pub struct Process {
     pid: i32,
     pidfd: Option<PidFd>,
@@ -346,19 +412,20 @@ impl Process {
         Ok(self.record(w).expect("a blocking wait returns only when the child ended"))
     }
 
-    /// Waits at most `timeout`; `Ok(None)` if it is still running.
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+    /// Waits at most `timeout` for the child to end and reaps it; [`Error::Timeout`] if it is
+    /// still running then (it keeps running: join again, or kill it).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<ExitStatus> {
         if let Some(s) = &self.status {
-            return Ok(Some(s.clone()));
+            return Ok(s.clone());
         }
         let deadline = Instant::now() + timeout;
         loop {
             let w = sys::wait_exit(self.pid, false)?;
             if let Some(st) = self.record(w) {
-                return Ok(Some(st));
+                return Ok(st);
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-                return Ok(None);
+                return Err(Error::Timeout);
             };
             match &self.pidfd {
                 Some(fd) => {

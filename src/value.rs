@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::*;
 
 use crate::error::Result;
-use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::shm::{Arena, Plain, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
 
 /// Storage for a `T` that only ever changes through exclusive access (a held lock, or an
@@ -15,11 +15,12 @@ use crate::sync::{Lock, LockError, LockGuard};
 #[repr(transparent)]
 pub(crate) struct Slot<T: ?Sized>(pub(crate) UnsafeCell<T>);
 
-// SAFETY: every mutable access to the inner value goes through a lock guard or an `unsafe` method
-// whose contract demands exclusion, so sharing `&Slot` is as safe as sharing `&T` for ShmSafe T.
-unsafe impl<T: ?Sized + ShmSafe> Sync for Slot<T> {}
-// SAFETY: a transparent wrapper: it inherits every ShmSafe property of `T`.
-unsafe impl<T: ShmSafe> ShmSafe for Slot<T> {}
+// SAFETY: every access to the inner value goes through a lock guard or an `unsafe` method whose
+// contract demands exclusion — like `Mutex<T>`, which is `Sync` when `T: Send`: a thread that
+// takes the lock gets the `T` (by `&mut`) as if it had been sent to it.
+unsafe impl<T: ?Sized + Send> Sync for Slot<T> {}
+// Not `ShmSafe`: the value changes through plain writes under a lock. Slots are placed with the
+// crate-private unchecked allocators.
 
 impl<T: ?Sized> Slot<T> {
     pub(crate) fn get(&self) -> *mut T {
@@ -30,7 +31,7 @@ impl<T: ?Sized> Slot<T> {
 /// Integer and float types that [`RawValue`] and [`crate::RawArray`] can update atomically.
 ///
 /// Floats are stored as their bits; their `fetch_add` is a compare-exchange loop.
-pub trait AtomicValue: Copy + ShmSafe + PartialEq + fmt::Debug + private::Sealed {
+pub trait AtomicValue: Plain + PartialEq + fmt::Debug + private::Sealed {
     /// The atomic type with the same size and alignment.
     type Atomic: ShmSafe;
     /// A new atomic holding `v`.
@@ -193,6 +194,9 @@ impl<T: AtomicValue> RawValue<T> {
 /// once — so `v.set(v.get()? + 1)` is **not** atomic and loses updates between processes, exactly
 /// like `v.value += 1` in Python. Hold one guard for the whole read-modify-write instead.
 ///
+/// `T` is [`Plain`] data: numbers, arrays and `#[repr(C)]` structs of them — anything whose every
+/// bit pattern is valid, because another process may have written the bytes.
+///
 /// # Example
 /// ```
 /// let counter = mproc::Value::new(0u64)?;
@@ -200,18 +204,34 @@ impl<T: AtomicValue> RawValue<T> {
 /// assert_eq!(counter.get()?, 1);
 /// # Ok::<(), mproc::Error>(())
 /// ```
-pub struct Value<T: ShmSafe> {
+///
+/// ```compile_fail
+/// // Regression (value_rejects_pointers): a pointer means nothing in another process.
+/// let v = mproc::Value::new(std::ptr::null_mut::<u8>())?;
+/// # Ok::<(), mproc::Error>(())
+/// ```
+/// ```compile_fail
+/// // Regression (value_rejects_bool): another process may leave a 2 in the byte.
+/// let v = mproc::Value::new(false)?;
+/// # Ok::<(), mproc::Error>(())
+/// ```
+/// ```compile_fail
+/// // Regression (raw_value_rejects_bool): the same for the lock-free value.
+/// let v = mproc::RawValue::new(false)?;
+/// # Ok::<(), mproc::Error>(())
+/// ```
+pub struct Value<T: Plain> {
     lock: Lock,
     slot: ShmBox<Slot<T>>,
 }
 
-impl<T: ShmSafe> Clone for Value<T> {
+impl<T: Plain> Clone for Value<T> {
     fn clone(&self) -> Self {
         Value { lock: self.lock.clone(), slot: self.slot.clone() }
     }
 }
 
-impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
+impl<T: Plain + fmt::Debug> fmt::Debug for Value<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.lock.try_lock() {
             // SAFETY: the lock is held for the read.
@@ -226,6 +246,12 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
 pub struct ValueGuard<'a, T> {
     _guard: LockGuard<'a>,
     value: *mut T,
+}
+
+impl<T: fmt::Debug> fmt::Debug for ValueGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ValueGuard").field(&**self).finish()
+    }
 }
 
 impl<T> Deref for ValueGuard<'_, T> {
@@ -243,7 +269,7 @@ impl<T> DerefMut for ValueGuard<'_, T> {
     }
 }
 
-impl<T: ShmSafe> Value<T> {
+impl<T: Plain> Value<T> {
     /// A new value (and its lock) in a small anonymous shared segment of its own.
     pub fn new(v: T) -> Result<Self> {
         let arena = Arena::new(3 * crate::shm::arena::OBJECT_ALIGN + std::mem::size_of::<T>())?;
@@ -252,7 +278,16 @@ impl<T: ShmSafe> Value<T> {
 
     /// A new value and its lock in `arena`.
     pub fn new_in(arena: &Arena, v: T) -> Result<Self> {
-        Ok(Value { lock: Lock::new_in(arena)?, slot: arena.alloc(Slot(UnsafeCell::new(v)))? })
+        let lock = Lock::new_in(arena)?;
+        // SAFETY: the closure writes a whole slot. `T: Plain` holds no pointers and accepts any
+        // bits; the slot is only accessed under `lock`, which lives in the same arena.
+        let slot = unsafe {
+            arena.alloc_in_place(|p: *mut Slot<T>| {
+                p.write(Slot(UnsafeCell::new(v)));
+                Ok(())
+            })?
+        };
+        Ok(Value { lock, slot })
     }
 
     /// The lock guarding the value (Python's `get_lock()`).
@@ -268,7 +303,7 @@ impl<T: ShmSafe> Value<T> {
     }
 }
 
-impl<T: ShmSafe + Copy> Value<T> {
+impl<T: Plain> Value<T> {
     /// Reads the value under the lock.
     pub fn get(&self) -> Result<T> {
         Ok(*self.lock()?)
@@ -278,5 +313,27 @@ impl<T: ShmSafe + Copy> Value<T> {
     pub fn set(&self, v: T) -> Result<()> {
         *self.lock()? = v;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slot;
+
+    /// Compiles only if `T` is **not** `Sync` (two impls apply to a `Sync` type, which makes the
+    /// `_` ambiguous).
+    trait AmbiguousIfSync<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+    impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+
+    #[test]
+    fn slot_is_sync_only_when_its_value_is_send() {
+        // A `MutexGuard` is `Sync` but not `Send`: handing one to another thread through a lock
+        // (which is what sharing a `Slot` does) must not be possible.
+        <Slot<std::sync::MutexGuard<'static, ()>> as AmbiguousIfSync<_>>::check();
+        fn sync<T: Sync + ?Sized>() {}
+        sync::<Slot<u64>>();
     }
 }

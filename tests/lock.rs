@@ -48,7 +48,7 @@ fn holder_killed_while_holding_next_lock_reports_owner_died_within_100ms_and_loc
             unsafe { libc::raise(libc::SIGKILL) };
         })
         .unwrap();
-        assert!(held.wait_timeout(Duration::from_secs(10)), "child never took the lock");
+        held.wait_timeout(Duration::from_secs(10)).expect("child never took the lock");
         let st = child.join().unwrap();
         assert_eq!(st.signal(), Some(mproc::Signal(libc::SIGKILL)));
 
@@ -107,10 +107,10 @@ fn try_lock_and_sub_second_timeout_while_another_process_holds_it() {
         let mut child = Process::spawn(|| {
             let _g = lock.lock().unwrap();
             held.set();
-            release.wait_timeout(Duration::from_secs(20));
+            let _ = release.wait_timeout(Duration::from_secs(20));
         })
         .unwrap();
-        assert!(held.wait_timeout(Duration::from_secs(10)));
+        held.wait_timeout(Duration::from_secs(10)).expect("child never took the lock");
         assert!(matches!(lock.try_lock(), Err(LockError::WouldBlock)));
         let t0 = Instant::now();
         assert!(matches!(lock.lock_timeout(Duration::from_millis(30)), Err(LockError::Timeout)));

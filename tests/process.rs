@@ -46,7 +46,8 @@ fn join_timeout_is_alive_and_drop_kills_and_reaps() {
         let mut p = Process::spawn(|| std::thread::sleep(Duration::from_secs(30))).unwrap();
         assert!(p.is_alive().unwrap());
         let t0 = Instant::now();
-        assert_eq!(p.join_timeout(Duration::from_millis(50)).unwrap(), None);
+        // Regression (join_timeout_returns_err_timeout): the one timeout shape, not `Ok(None)`.
+        assert!(matches!(p.join_timeout(Duration::from_millis(50)), Err(mproc::Error::Timeout)));
         assert!(t0.elapsed() >= Duration::from_millis(50));
         let pid = p.pid();
         drop(p); // kills and reaps
@@ -54,7 +55,7 @@ fn join_timeout_is_alive_and_drop_kills_and_reaps() {
 
         let mut q = Process::spawn(|| ()).unwrap();
         let st = q.join_timeout(Duration::from_secs(10)).unwrap();
-        assert_eq!(st, Some(ExitStatus::Exited(0)));
+        assert_eq!(st, ExitStatus::Exited(0));
         assert!(!q.is_alive().unwrap());
     });
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use mproc::{Arena, Error, Segment};
 
@@ -76,9 +76,71 @@ fn free_dev_shm() -> u64 {
 fn opening_a_missing_segment_and_bad_offsets_are_clear_errors() {
     assert!(matches!(Segment::open("mproc-0-doesnotexist"), Err(Error::SegmentNotFound { .. })));
     let seg = Segment::anonymous(4096).unwrap();
-    assert!(seg.get::<u64>(4096).is_err());
-    assert!(seg.get::<u64>(3).is_err());
-    assert!(seg.get::<u64>(4088).is_ok());
+    assert!(seg.get::<AtomicU64>(4096).is_err());
+    assert!(seg.get::<AtomicU64>(3).is_err());
+    assert!(seg.get::<AtomicU64>(4088).is_ok());
+    assert!(seg.read::<u64>(4089).is_err());
+    assert!(seg.write::<u64>(4089, 1).is_err());
+    assert!(seg.write::<u64>(4088, 1).is_ok());
+}
+
+/// The holes behind `Segment::get::<u64>` / `::<bool>` (compile_fail doctests on `get`): plain data
+/// is copied in and out instead of borrowed, at any offset, and the copy sees what another
+/// process wrote.
+#[test]
+fn segment_read_and_write_copy_plain_data_between_processes() {
+    common::run("segment_read_write", common::SECS(30), || {
+        let seg = Segment::anonymous(4096).unwrap();
+        seg.write(8, 0x0102_0304_0506_0708u64).unwrap();
+        let mut p = mproc::Process::spawn(|| {
+            assert_eq!(seg.read::<u64>(8).unwrap(), 0x0102_0304_0506_0708);
+            seg.write(3, [1.5f32, -2.0, 7.25]).unwrap(); // unaligned: copied byte by byte
+            seg.write(64, u64::MAX).unwrap();
+            // The byte a `bool` would live in can hold anything; reading it as `u8` is fine.
+            seg.write(100, 2u8).unwrap();
+        })
+        .unwrap();
+        assert!(p.join().unwrap().success());
+        assert_eq!(seg.read::<[f32; 3]>(3).unwrap(), [1.5, -2.0, 7.25]);
+        assert_eq!(seg.read::<u64>(64).unwrap(), u64::MAX);
+        assert_eq!(seg.get::<AtomicU64>(64).unwrap().load(Ordering::Relaxed), u64::MAX);
+        assert_eq!(seg.read::<u8>(100).unwrap(), 2);
+    });
+}
+
+/// A reader copying while another thread writes: no data race (the copy is made of relaxed atomic
+/// accesses), and every word read is one some writer stored (`Plain` tolerates a torn mix of
+/// words, never of bytes within an aligned word).
+#[test]
+fn segment_read_during_a_concurrent_write_sees_whole_words() {
+    common::run("segment_read_concurrent", common::SECS(60), || {
+        let seg = Segment::anonymous(4096).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0u8;
+                while !stop.load(Ordering::Relaxed) {
+                    i = i.wrapping_add(1);
+                    seg.write(0, [u64::from(i) * 0x0101_0101_0101_0101; 4]).unwrap();
+                }
+            });
+            // Stops the writer even if an assertion below fails (the scope joins it).
+            struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+            let _stop = Stop(&stop);
+            for _ in 0..20_000 {
+                let v = seg.read::<[u64; 4]>(0).unwrap();
+                for w in v {
+                    // Each word is a byte repeated 8 times: a torn word would mix two bytes.
+                    assert_eq!(w, (w & 0xff) * 0x0101_0101_0101_0101, "torn word {w:#x}");
+                }
+            }
+        });
+    });
 }
 
 #[test]
@@ -89,7 +151,7 @@ fn an_arena_packs_objects_on_separate_cache_lines_and_reports_when_full() {
     let f1 = mproc::Flag::new_in(&arena).unwrap();
     let f2 = mproc::Flag::new_in(&arena).unwrap();
     assert_eq!((a.load(), b.load(), f1.is_set(), f2.is_set()), (1, 2, false, false));
-    let big = arena.alloc_zeroed_slice::<u8>(1 << 20);
+    let big = arena.alloc_zeroed_slice::<AtomicU8>(1 << 20);
     assert!(matches!(big, Err(Error::ArenaFull { .. })), "{big:?}");
 }
 

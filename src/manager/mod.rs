@@ -16,6 +16,7 @@ mod proto;
 mod server;
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ struct Address {
 /// assert!(flag.is_set()?);
 /// # Ok::<(), mproc::Error>(())
 /// ```
+#[must_use = "dropping the Manager stops its server"]
 pub struct Manager {
     addr: Arc<Address>,
     dir: PathBuf,
@@ -77,22 +79,30 @@ impl Manager {
             Error::Io(std::io::Error::new(e.kind(), format!("cannot create manager directory {}: {e}", dir.display())))
         })?;
         let socket = dir.join("socket");
-        // Bound before the fork: clients can connect as soon as `start` returns.
-        let listener = match UnixListener::bind(&socket) {
+        // Bound before the fork: clients can connect as soon as `start` returns. Registered, so
+        // other children close it; the server keeps it (`keep_fds`). The parent's copy is closed
+        // when the closure that owns it is dropped here after the fork.
+        let listener = match UnixListener::bind(&socket).map_err(Error::Io).and_then(sys::Registered::new) {
             Ok(l) => l,
-            Err(e) => {
+            Err(Error::Io(e)) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 return Err(Error::Io(std::io::Error::new(
                     e.kind(),
                     format!("cannot listen on {}: {e}", socket.display()),
                 )));
             }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         };
+        let listener_fd = listener.as_raw_fd();
         let owner = sys::current_pid();
         let server_dir = dir.clone();
         let spawned = Process::builder()
             .fork_policy(fork_policy())
             .die_with_parent(false)
+            .keep_fds(vec![listener_fd])
             .spawn(move || server::run(listener, key, owner, server_dir));
         let server = match spawned {
             Ok(p) => p,
@@ -136,10 +146,11 @@ impl Drop for Manager {
     }
 }
 
-/// One process's connection, tagged with the pid that opened it.
+/// One process's connection, tagged with the pid that opened it. Registered: a forked child
+/// closes its inherited copy at once, and dropping the copy there closes nothing.
 struct Conn {
     pid: i32,
-    stream: UnixStream,
+    stream: sys::Registered<UnixStream>,
 }
 
 /// Talks to a [`Manager`]. Opens its connection on first use in each process (after a fork the
@@ -191,9 +202,9 @@ impl ManagerClient {
         let me = sys::current_pid();
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if guard.as_ref().is_none_or(|c| c.pid != me) {
-            *guard = Some(Conn { pid: me, stream: self.connect()? });
+            *guard = Some(Conn { pid: me, stream: sys::Registered::new(self.connect()?)? });
         }
-        let stream = &mut guard.as_mut().expect("connected above").stream;
+        let stream = guard.as_mut().expect("connected above").stream.get_mut();
         let r = proto::write_request(stream, op, name, value).and_then(|()| proto::read_response(stream));
         match r {
             Ok((proto::BAD, msg)) => Err(self.fail(String::from_utf8_lossy(&msg).into_owned())),

@@ -13,7 +13,7 @@ use crate::sys;
 type Store = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 
 /// Runs in the forked server process; never returns.
-pub(crate) fn run(listener: UnixListener, key: [u8; KEY_LEN], owner: i32, dir: PathBuf) -> i32 {
+pub(crate) fn run(listener: sys::Registered<UnixListener>, key: [u8; KEY_LEN], owner: i32, dir: PathBuf) -> i32 {
     // The server is forked without the parent-death signal: it outlives a SIGKILLed owner just
     // long enough to remove its socket directory, watching the owner's pidfd (or, if the owner
     // is already gone, noticing that its parent changed).
@@ -37,23 +37,25 @@ pub(crate) fn run(listener: UnixListener, key: [u8; KEY_LEN], owner: i32, dir: P
         }
     }
     let store: Store = Arc::default();
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+    for conn in listener.get().incoming() {
+        // Registered like every mproc socket (if the registry is full, the client is refused).
+        let Ok(conn) = conn.map_err(crate::Error::Io).and_then(sys::Registered::new) else { continue };
         let store = store.clone();
         std::thread::spawn(move || serve(conn, key, store));
     }
     0
 }
 
-fn serve(mut conn: UnixStream, key: [u8; KEY_LEN], store: Store) {
+fn serve(mut conn: sys::Registered<UnixStream>, key: [u8; KEY_LEN], store: Store) {
+    let conn = conn.get_mut();
     let mut got = [0u8; KEY_LEN];
     if conn.read_exact(&mut got).is_err() || !proto::same_key(&got, &key) {
         return; // wrong key: close without a word
     }
-    if proto::write_response(&mut conn, proto::OK, &[]).is_err() {
+    if proto::write_response(conn, proto::OK, &[]).is_err() {
         return;
     }
-    while let Ok((op, name, value)) = proto::read_request(&mut conn) {
+    while let Ok((op, name, value)) = proto::read_request(conn) {
         let (status, reply) = {
             let mut map = store.lock().unwrap_or_else(|p| p.into_inner());
             match op {
@@ -78,7 +80,7 @@ fn serve(mut conn: UnixStream, key: [u8; KEY_LEN], store: Store) {
                 _ => (proto::BAD, b"unknown operation".to_vec()),
             }
         };
-        if proto::write_response(&mut conn, status, &reply).is_err() {
+        if proto::write_response(conn, status, &reply).is_err() {
             return;
         }
     }

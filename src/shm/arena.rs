@@ -78,7 +78,7 @@ impl Arena {
 
     /// Moves `value` into the arena.
     pub fn alloc<T: ShmSafe>(&self, value: T) -> Result<ShmBox<T>> {
-        // SAFETY: the closure writes a whole `T`.
+        // SAFETY: the closure writes a whole `T`; `T: ShmSafe` makes it fit for shared `&T` use.
         unsafe {
             self.alloc_in_place(|p: *mut T| {
                 p.write(value);
@@ -87,11 +87,13 @@ impl Arena {
         }
     }
 
-    /// Builds a `T` in place in the arena.
+    /// Builds a `T` in place in the arena (crate-private: for locks and lock-guarded values,
+    /// which are not [`ShmSafe`] and must not be conjured from bytes by safe code).
     ///
     /// # Safety
-    /// On `Ok`, `init` has fully initialised the `T` at the pointer it was given.
-    pub unsafe fn alloc_in_place<T: ShmSafe>(&self, init: impl FnOnce(*mut T) -> Result<()>) -> Result<ShmBox<T>> {
+    /// - On `Ok`, `init` has fully initialised the `T` at the pointer it was given.
+    /// - The `T` is fit to be shared as for [`ShmBox::new_in_place`].
+    pub(crate) unsafe fn alloc_in_place<T>(&self, init: impl FnOnce(*mut T) -> Result<()>) -> Result<ShmBox<T>> {
         let p = self.reserve(Layout::new::<T>())?.cast::<T>();
         init(p)?;
         // SAFETY: `p` is non-null, in the mapping, and initialised by `init`.
@@ -100,11 +102,21 @@ impl Arena {
 
     /// `len` zeroed elements in the arena.
     pub fn alloc_zeroed_slice<T: ShmSafe>(&self, len: usize) -> Result<ShmBox<[T]>> {
+        // SAFETY: `T: ShmSafe` accepts every bit pattern, zero included, and is fit for `&T` use.
+        unsafe { self.alloc_zeroed_slice_unchecked(len) }
+    }
+
+    /// `len` zeroed elements in the arena, for any `T`.
+    ///
+    /// # Safety
+    /// All-zero bytes are a valid `T`, and `T` is fit to be shared as for
+    /// [`ShmBox::new_in_place`].
+    pub(crate) unsafe fn alloc_zeroed_slice_unchecked<T>(&self, len: usize) -> Result<ShmBox<[T]>> {
         let layout = Layout::array::<T>(len)
             .map_err(|_| Error::ArenaFull { requested: usize::MAX, remaining: self.remaining() })?;
         let p = self.reserve(layout)?.cast::<T>();
-        // SAFETY: the range was never handed out before, so it is still zero-filled, which
-        // `T: ShmSafe` makes valid; it is aligned and inside the mapping.
+        // SAFETY: the range was never handed out before, so it is still zero-filled, which the
+        // caller vouches is a valid `T`; it is aligned and inside the mapping.
         Ok(unsafe { ShmBox::from_raw_slice(p, len, self.map.clone()) })
     }
 }

@@ -2,7 +2,7 @@ use std::ffi::CString;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::shm::ShmSafe;
+use crate::shm::{Plain, ShmSafe};
 use crate::sys;
 
 /// Prefix of every named segment mproc creates (as listed in `/dev/shm`).
@@ -144,25 +144,94 @@ impl Segment {
         self.map.ptr()
     }
 
-    /// A shared reference to a `T` at byte `offset`: checked for bounds and alignment.
-    pub fn get<T: ShmSafe>(&self, offset: usize) -> Result<&T> {
-        let size = std::mem::size_of::<T>();
+    /// Checks that `size` bytes at `offset` lie in the segment and that `offset` is a multiple of
+    /// `align`.
+    fn check(&self, offset: usize, size: usize, align: usize) -> Result<()> {
         if offset.checked_add(size).is_none_or(|end| end > self.len()) {
             return Err(Error::InvalidArgument(format!(
                 "{size} bytes at offset {offset} do not fit in a segment of {} bytes",
                 self.len()
             )));
         }
-        if !offset.is_multiple_of(std::mem::align_of::<T>()) {
-            return Err(Error::InvalidArgument(format!(
-                "offset {offset} is not aligned to {}",
-                std::mem::align_of::<T>()
-            )));
+        if !offset.is_multiple_of(align) {
+            return Err(Error::InvalidArgument(format!("offset {offset} is not aligned to {align}")));
         }
-        // SAFETY: in bounds and aligned (the mapping is page-aligned); `T: ShmSafe` means any
-        // bytes another process left there, including zeroes, form a valid `T` used only through
-        // shared, internally synchronised access.
+        Ok(())
+    }
+
+    /// A shared reference to a `T` at byte `offset`: checked for bounds and alignment.
+    ///
+    /// Only [`ShmSafe`] types — atomics and structs of them — can be borrowed: another process
+    /// may write the bytes at any time, which is fine for an atomic and undefined behaviour for
+    /// anything else. To copy plain numbers in and out, use [`Segment::read`] and
+    /// [`Segment::write`].
+    ///
+    /// ```compile_fail
+    /// // Regression (segment_get_rejects_bool): another process may write a 2 into the byte.
+    /// let seg = mproc::Segment::anonymous(4096)?;
+    /// let b: &bool = seg.get::<bool>(0)?;
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    /// ```compile_fail
+    /// // Regression (segment_get_rejects_plain_integers): a `&u64` that changes under its reader.
+    /// let seg = mproc::Segment::anonymous(4096)?;
+    /// let n: &u64 = seg.get::<u64>(0)?;
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    /// ```compile_fail
+    /// // Regression (segment_get_rejects_robust_mutex): zeroed bytes are not an initialised
+    /// // robust mutex; the only ways to get one are `RobustMutex::new_shared` and its unsafe init.
+    /// let seg = mproc::Segment::anonymous(4096)?;
+    /// let m = seg.get::<mproc::raw::RobustMutex>(0)?;
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn get<T: ShmSafe>(&self, offset: usize) -> Result<&T> {
+        self.check(offset, std::mem::size_of::<T>(), std::mem::align_of::<T>())?;
+        // SAFETY: in bounds and aligned (the mapping is page-aligned and lives as long as
+        // `&self`); `T: ShmSafe` means any bytes another process left there, including zeroes,
+        // form a valid `T`, which is only ever changed through atomics.
         Ok(unsafe { &*self.as_ptr().add(offset).cast::<T>() })
+    }
+
+    /// Copies the plain value at byte `offset` out of the segment (no alignment needed).
+    ///
+    /// The copy is made with relaxed atomic loads — of whole words when `offset` is aligned for
+    /// `T`, else of bytes — so it never races with a writer in another process in the sense of
+    /// undefined behaviour. It is **not** one atomic read: a concurrent [`Segment::write`] may
+    /// leave a torn mix of old and new words, which is still a valid `T` because `T` is
+    /// [`Plain`] (every bit pattern is valid). Synchronise with a lock or a flag when the value
+    /// must be consistent.
+    ///
+    /// # Example
+    /// ```
+    /// let seg = mproc::Segment::anonymous(4096)?;
+    /// seg.write(16, [1.5f64, 2.5])?;
+    /// assert_eq!(seg.read::<[f64; 2]>(16)?, [1.5, 2.5]);
+    /// assert_eq!(seg.read::<u8>(4095)?, 0);
+    /// assert!(seg.read::<u64>(4090).is_err()); // out of bounds
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn read<T: Plain>(&self, offset: usize) -> Result<T> {
+        self.check(offset, std::mem::size_of::<T>(), 1)?;
+        let mut v = T::zeroed();
+        let dst = bytemuck::bytes_of_mut(&mut v);
+        // SAFETY: `offset..offset + len` lies in the live mapping (checked above).
+        let src = unsafe { self.as_ptr().add(offset) };
+        // SAFETY: as above; `dst` is a local buffer of exactly that length.
+        unsafe { atomic_copy(src, dst.as_mut_ptr(), dst.len(), word_for::<T>(src), false) };
+        Ok(v)
+    }
+
+    /// Copies the plain value `v` into the segment at byte `offset` (no alignment needed), with
+    /// relaxed atomic stores: see [`Segment::read`] for what a concurrent reader may see.
+    pub fn write<T: Plain>(&self, offset: usize, v: T) -> Result<()> {
+        self.check(offset, std::mem::size_of::<T>(), 1)?;
+        let src = bytemuck::bytes_of(&v);
+        // SAFETY: `offset..offset + len` lies in the live mapping (checked above).
+        let dst = unsafe { self.as_ptr().add(offset) };
+        // SAFETY: as above; `src` is a local buffer of exactly that length.
+        unsafe { atomic_copy(dst, src.as_ptr().cast_mut(), src.len(), word_for::<T>(dst), true) };
+        Ok(())
     }
 
     /// The whole segment as bytes.
@@ -209,5 +278,43 @@ impl Segment {
             }
         }
         Ok(removed)
+    }
+}
+
+/// The widest access (1, 2, 4 or 8 bytes) that tiles a `T` at `p`: `T`'s own alignment (capped
+/// at 8) when `p` honours it, so a `u64` field is copied as one word, as a reader using an
+/// `AtomicU64` there would access it; bytes otherwise.
+fn word_for<T>(p: *const u8) -> usize {
+    let w = std::mem::align_of::<T>().min(8);
+    if (p as usize).is_multiple_of(w) { w } else { 1 }
+}
+
+/// Copies `len` bytes between shared memory `shared` and the local buffer `local`, touching the
+/// shared side only with relaxed atomic accesses of `word` bytes (`to_shared`: local → shared).
+///
+/// # Safety
+/// `shared..shared + len` lies in a live mapping and is aligned to `word`; `local..local + len` is
+/// a local buffer nothing else accesses; `len` is a multiple of `word`.
+unsafe fn atomic_copy(shared: *mut u8, local: *mut u8, len: usize, word: usize, to_shared: bool) {
+    use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+    macro_rules! copy {
+        ($a:ty, $t:ty) => {
+            for i in (0..len).step_by(word) {
+                // SAFETY: in bounds and aligned per the caller; shared memory is only accessed
+                // atomically here; the local side is read/written unaligned.
+                unsafe {
+                    let a = <$a>::from_ptr(shared.add(i).cast::<$t>());
+                    let l = local.add(i).cast::<$t>();
+                    if to_shared { a.store(l.read_unaligned(), Relaxed) } else { l.write_unaligned(a.load(Relaxed)) }
+                }
+            }
+        };
+    }
+    debug_assert!(len.is_multiple_of(word));
+    match word {
+        8 => copy!(AtomicU64, u64),
+        4 => copy!(AtomicU32, u32),
+        2 => copy!(AtomicU16, u16),
+        _ => copy!(AtomicU8, u8),
     }
 }

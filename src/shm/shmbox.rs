@@ -46,7 +46,8 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for ShmBox<T> {
 impl<T: ShmSafe> ShmBox<T> {
     /// Moves `value` into its own anonymous shared segment.
     pub fn new(value: T) -> Result<ShmBox<T>> {
-        // SAFETY: the closure writes a whole `T` into the fresh slot.
+        // SAFETY: the closure writes a whole `T` into the fresh slot; `T: ShmSafe` makes it fit
+        // for shared use through `&T`.
         unsafe {
             Self::new_in_place(|p: *mut T| {
                 p.write(value);
@@ -54,16 +55,22 @@ impl<T: ShmSafe> ShmBox<T> {
             })
         }
     }
+}
 
+impl<T> ShmBox<T> {
     /// Builds a `T` in place in its own anonymous shared segment; for types that must not move
-    /// once initialised (pthread mutexes).
+    /// once initialised (pthread mutexes) or that are not [`ShmSafe`] but are used by mproc
+    /// under a protocol of its own (a lock, a value behind a lock).
     ///
     /// # Safety
-    /// On `Ok`, `init` has fully initialised the `T` at the pointer it was given.
-    pub unsafe fn new_in_place(init: impl FnOnce(*mut T) -> Result<()>) -> Result<ShmBox<T>> {
+    /// - On `Ok`, `init` has fully initialised the `T` at the pointer it was given.
+    /// - The `T` is fit to be shared with forked children through `&T`: it holds no per-process
+    ///   pointers or handles, needs no `Drop`, and every access to it from any process follows a
+    ///   protocol that makes it free of data races (atomics, or a lock in the same segment).
+    pub(crate) unsafe fn new_in_place(init: impl FnOnce(*mut T) -> Result<()>) -> Result<ShmBox<T>> {
         let map = Mapping::anonymous(std::mem::size_of::<T>())?;
         let p = map.ptr().cast::<T>();
-        // SAFETY: the mapping is page-aligned, at least size_of::<T>() long and exclusively ours.
+        // The mapping is page-aligned, at least size_of::<T>() long and exclusively ours.
         init(p)?;
         // SAFETY: `p` is non-null (it came from mmap) and now holds an initialised `T`.
         Ok(unsafe { ShmBox::from_raw(p, map) })
@@ -74,12 +81,23 @@ impl<T: ShmSafe> ShmBox<[T]> {
     /// `len` zeroed elements in their own anonymous shared segment. Pages are not touched until
     /// used, so a large array costs nothing up front.
     pub fn zeroed_slice(len: usize) -> Result<ShmBox<[T]>> {
+        // SAFETY: `T: ShmSafe` accepts every bit pattern, zero included, and is fit for `&T` use.
+        unsafe { Self::zeroed_slice_unchecked(len) }
+    }
+}
+
+impl<T> ShmBox<[T]> {
+    /// `len` zeroed elements in their own anonymous shared segment.
+    ///
+    /// # Safety
+    /// All-zero bytes are a valid `T`, and `T` is fit to be shared as for [`ShmBox::new_in_place`].
+    pub(crate) unsafe fn zeroed_slice_unchecked(len: usize) -> Result<ShmBox<[T]>> {
         let bytes = Layout::array::<T>(len)
             .map_err(|_| crate::Error::SegmentTooLarge { requested: u64::MAX, available: 0 })?
             .size();
         let map = Mapping::anonymous(bytes)?;
-        // SAFETY: the mapping is page-aligned and holds `len` elements; `T: ShmSafe` makes the
-        // zeroed bytes valid elements.
+        // SAFETY: the mapping is page-aligned and holds `len` elements; the caller vouches that
+        // the zeroed bytes are valid elements.
         Ok(unsafe { ShmBox::from_raw_slice(map.ptr().cast::<T>(), len, map) })
     }
 }

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -6,25 +6,44 @@ use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::remaining;
 use crate::sys::{futex_wait, futex_wake_all};
 
-/// Protocol: each arrival bumps `arrived`; the last one resets it to 0, then bumps `generation`
-/// (Release) and wakes everyone sleeping on `generation`. Waiters sleep while `generation` holds
-/// the value they read on arrival. Because the reset happens before the bump, a process released
-/// from one round that arrives at the next sees `arrived` already at 0.
+/// Low 31 bits of `released`: rounds released so far (wrapping). Bit 31: the barrier is broken.
+const BROKEN: u32 = 1 << 31;
+const ROUNDS: u32 = BROKEN - 1;
+
+/// Protocol: a ticket per arrival. Arrival `t` (from `tickets.fetch_add(1)`) belongs to round
+/// `t / parties`; the one with `t % parties == parties - 1` is that round's leader. The leader
+/// bumps the round count in `released` and wakes everyone sleeping on it; the others sleep until
+/// `released` has counted past their round. More than `parties` waiters are fine (Python's
+/// semantics): the extra ones hold tickets of the next round and wait for it to fill.
 ///
-/// A waiter that times out marks the barrier broken and wakes the others, who then fail with
-/// [`Error::BrokenBarrier`] instead of waiting forever for a party that left.
+/// Leaders of consecutive rounds may bump in either order; that is harmless, because `r + 1`
+/// bumps can only have happened once the leader of round `r` has taken its ticket — which means
+/// every ticket of round `r` was taken, so round `r` is full.
+///
+/// Ordering: every arrival's `fetch_add` on `tickets` is AcqRel, so the leader's (the last of its
+/// round in the ticket order) acquires every earlier arrival's writes; its Release bump of
+/// `released`, read with Acquire by the sleepers, passes them on. No wake-up is lost: a sleeper
+/// passes the value of `released` it just checked to FUTEX_WAIT, which sleeps only while the word
+/// still holds it, and the leader changes the word before it wakes.
+///
+/// A waiter that times out marks the barrier broken (bit 31, in the same futex word, so sleepers
+/// are woken by the change) and the others fail with [`Error::BrokenBarrier`] instead of waiting
+/// forever for a party that left.
 #[repr(C)]
 struct BarrierState {
-    parties: u32,
-    arrived: AtomicU32,
-    generation: AtomicU32,
-    broken: AtomicU32,
+    parties: AtomicU32,
+    released: AtomicU32,
+    tickets: AtomicU64,
 }
 
-// SAFETY: a u32 and atomics; no pointers; no Drop. (Zero parties is refused at construction.)
+// SAFETY: atomics only; any bits are valid (zero parties is treated as one, see `parties`); no
+// Drop.
 unsafe impl ShmSafe for BarrierState {}
 
 /// A process-shared barrier for a fixed number of parties.
+///
+/// Like Python's `Barrier`: when more than `parties` processes or threads wait at once, the
+/// extra ones wait for the next round.
 ///
 /// # Example
 /// ```
@@ -39,7 +58,10 @@ pub struct Barrier {
 
 impl std::fmt::Debug for Barrier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Barrier").field("parties", &self.st.parties).finish_non_exhaustive()
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("broken", &(self.st.released.load(Ordering::Relaxed) & BROKEN != 0))
+            .finish_non_exhaustive()
     }
 }
 
@@ -47,7 +69,14 @@ fn state(parties: u32) -> Result<BarrierState> {
     if parties == 0 {
         return Err(Error::InvalidArgument("a barrier needs at least 1 party".into()));
     }
-    Ok(BarrierState { parties, arrived: AtomicU32::new(0), generation: AtomicU32::new(0), broken: AtomicU32::new(0) })
+    Ok(BarrierState { parties: AtomicU32::new(parties), released: AtomicU32::new(0), tickets: AtomicU64::new(0) })
+}
+
+/// Whether `released` (its round count) has counted past round `round`: the wrapping distance is
+/// in `1..2^30` (far more rounds than can be in flight at once).
+fn released_past(released: u32, round: u32) -> bool {
+    let d = released.wrapping_sub(round) & ROUNDS;
+    d != 0 && d < (1 << 30)
 }
 
 impl Barrier {
@@ -63,10 +92,11 @@ impl Barrier {
 
     /// Number of parties.
     pub fn parties(&self) -> u32 {
-        self.st.parties
+        self.st.parties.load(Ordering::Relaxed).max(1)
     }
 
-    /// Waits for all parties. Returns `true` in exactly one of them (the last to arrive).
+    /// Waits for all parties. Returns `true` in exactly one of them per round (the last to
+    /// arrive).
     pub fn wait(&self) -> Result<bool> {
         self.wait_until(None)
     }
@@ -78,35 +108,44 @@ impl Barrier {
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<bool> {
         let st = &*self.st;
-        if st.broken.load(Ordering::Acquire) != 0 {
+        if st.released.load(Ordering::Acquire) & BROKEN != 0 {
             return Err(Error::BrokenBarrier);
         }
-        let generation = st.generation.load(Ordering::Acquire);
-        if st.arrived.fetch_add(1, Ordering::AcqRel) + 1 == st.parties {
-            st.arrived.store(0, Ordering::Relaxed);
-            st.generation.fetch_add(1, Ordering::Release);
-            futex_wake_all(&st.generation);
+        let parties = u64::from(self.parties());
+        let ticket = st.tickets.fetch_add(1, Ordering::AcqRel);
+        let round = ((ticket / parties) as u32) & ROUNDS;
+        if ticket % parties == parties - 1 {
+            // Leader: count one more released round, keeping the broken bit.
+            let _ = st.released.fetch_update(Ordering::Release, Ordering::Relaxed, |r| {
+                Some((r & BROKEN) | (r.wrapping_add(1) & ROUNDS))
+            });
+            futex_wake_all(&st.released);
             return Ok(true);
         }
         loop {
-            if st.generation.load(Ordering::Acquire) != generation {
+            let r = st.released.load(Ordering::Acquire);
+            if released_past(r, round) {
                 return Ok(false);
             }
-            if st.broken.load(Ordering::Acquire) != 0 {
+            if r & BROKEN != 0 {
                 return Err(Error::BrokenBarrier);
             }
             let Some(left) = remaining(deadline) else {
-                st.broken.store(1, Ordering::Release);
-                futex_wake_all(&st.generation);
+                // Break it — only if `released` still holds `r`, the value just found neither
+                // released past this round nor broken; if it changed, look again.
+                if st.released.compare_exchange(r, r | BROKEN, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                    continue;
+                }
+                futex_wake_all(&st.released);
                 return Err(Error::Timeout);
             };
-            futex_wait(&st.generation, generation, left);
+            futex_wait(&st.released, r, left);
         }
     }
 
-    /// Repairs a broken barrier (call it while no process is waiting).
+    /// Repairs a broken barrier (call it while no process is waiting): a new first round starts.
     pub fn reset(&self) {
-        self.st.arrived.store(0, Ordering::Relaxed);
-        self.st.broken.store(0, Ordering::Release);
+        self.st.tickets.store(0, Ordering::Relaxed);
+        self.st.released.store(0, Ordering::Release);
     }
 }

@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::remaining;
 use crate::sys::{futex_wait, futex_wake_all};
@@ -23,9 +23,9 @@ unsafe impl ShmSafe for EventState {}
 /// # Example
 /// ```
 /// let ev = mproc::Event::new()?;
-/// assert!(!ev.wait_timeout(std::time::Duration::from_millis(1)));
+/// assert!(matches!(ev.wait_timeout(std::time::Duration::from_millis(1)), Err(mproc::Error::Timeout)));
 /// ev.set();
-/// assert!(ev.wait_timeout(std::time::Duration::from_millis(1)));
+/// ev.wait_timeout(std::time::Duration::from_millis(1))?;
 /// # Ok::<(), mproc::Error>(())
 /// ```
 #[derive(Clone)]
@@ -73,9 +73,10 @@ impl Event {
         self.wait_until(None);
     }
 
-    /// Blocks until set or `timeout` passes; returns whether it is set (as Python's does).
-    pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.wait_until(Some(Instant::now() + timeout))
+    /// Blocks until set, or fails with [`Error::Timeout`] once `timeout` has passed (Python's
+    /// returns `False` then; mproc has one shape for every timeout).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<()> {
+        if self.wait_until(Some(Instant::now() + timeout)) { Ok(()) } else { Err(Error::Timeout) }
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> bool {

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::shm::{Arena, ShmBox};
 use crate::sys::{self, LockStatus, RobustMutex};
 
 /// A failed or qualified lock attempt. `OwnerDied` still hands over the guard, like std's
@@ -123,9 +123,8 @@ pub(crate) struct RawLock {
     timeout_wait_ns: AtomicU64,
 }
 
-// SAFETY: a robust mutex (itself ShmSafe), a bool and atomics; no pointers, valid when zeroed
-// after `init`, and no Drop.
-unsafe impl ShmSafe for RawLock {}
+// Not `ShmSafe`: zeroed bytes are not an initialised robust mutex, and `recursive` is a `bool`.
+// A `RawLock` is only ever made by `new_box`, in place, through the crate-private allocators.
 
 impl RawLock {
     /// # Safety
@@ -145,7 +144,9 @@ impl RawLock {
     }
 
     pub(crate) fn new_box(arena: Option<&Arena>, recursive: bool) -> Result<ShmBox<RawLock>> {
-        // SAFETY: `init` fully initialises the fresh slot in place.
+        // SAFETY: `init` fully initialises the fresh slot in place; a RawLock holds no pointers,
+        // needs no Drop, and is only used through the mutex's own process-shared protocol and
+        // atomics (`recursive` is written once, before the lock is shared).
         unsafe {
             match arena {
                 Some(a) => a.alloc_in_place(|p| RawLock::init(p, recursive)),
@@ -294,6 +295,12 @@ pub struct LockGuard<'a> {
     _not_send: PhantomData<*const ()>,
 }
 
+impl fmt::Debug for LockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard").finish_non_exhaustive()
+    }
+}
+
 impl Drop for LockGuard<'_> {
     #[inline]
     fn drop(&mut self) {
@@ -369,6 +376,12 @@ impl fmt::Debug for RLock {
 pub struct RLockGuard<'a> {
     raw: &'a RawLock,
     _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for RLockGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RLockGuard").finish_non_exhaustive()
+    }
 }
 
 impl Drop for RLockGuard<'_> {

@@ -8,31 +8,43 @@
 //!
 //! These are the rules every fork in mproc follows. They are written down once, here.
 //!
-//! 1. **Before the fork, in the parent**: flush Rust's stdout buffer (otherwise both processes print it),
-//!    allocate every shared object the child needs (segments, result slots), and check the thread
-//!    count. Forking a multi-threaded parent copies only the calling thread; any lock another thread
-//!    held (an allocator arena, stdout, a user mutex) stays locked forever in the child. mproc refuses
-//!    such a fork unless the caller opted in ([`crate::ForkPolicy`]).
-//! 2. **In the child, before its code runs**: only async-signal-safe calls: `prctl(PR_SET_PDEATHSIG)`
-//!    so the child dies with its parent, `getppid` to catch a parent that died before that call, and
-//!    `sigaction`/`sigprocmask` where the caller asked for a signal disposition. No allocation.
+//! 1. **Before the fork, in the parent**: count the threads; flush Rust's stdout buffer if there is
+//!    only this one (otherwise both processes print it — with other threads running, one of them may
+//!    hold stdout's lock indefinitely, so mproc leaves it alone, and the child never flushes the copy);
+//!    allocate every shared object the child needs (segments, result slots).
+//!    Forking a multi-threaded parent copies only the calling thread; any lock another thread held
+//!    (stdout's, a logger's, a user mutex) stays locked forever in the child, and any data another
+//!    thread was midway through updating stays half-updated. mproc refuses such a fork
+//!    ([`crate::Error::MultiThreaded`]) unless the caller opted in with the `unsafe`
+//!    [`crate::ForkPolicy::allow_threads`], promising that no other thread is in such a state.
+//! 2. **In the child, before its code runs** (`child_prepare`): only async-signal-safe work — no
+//!    allocation, no lock: note whether the parent was verified single-threaded; close every
+//!    descriptor of mproc's own (pidfds, eventfds, Manager sockets: the registry in `fds`) except
+//!    the ones this child is handed (`keep_fds`); `prctl(PR_SET_PDEATHSIG)` so the child dies with
+//!    its parent, and `getppid` to catch a parent that died before that call.
 //! 3. **The child's code** then runs on the child's copy of the parent's stack, inside
 //!    `catch_unwind`. Its panic message is copied into a shared slot allocated in step 1.
 //! 4. **The child never returns** into the parent's stack frames and never runs the parent's
-//!    destructors: it flushes stdout and calls `_exit` ([`exit_now`]). Dropping copies of the
-//!    parent's objects in the child would, for example, unlink a named segment the parent still uses.
+//!    destructors: it calls `_exit` ([`exit_now`]). Dropping copies of the parent's objects in the
+//!    child would, for example, unlink a named segment the parent still uses; a copied descriptor
+//!    wrapper (`Registered`) knows it belongs to another pid and does not close the number.
+//!    [`exit_now`] flushes stdout first only when the parent was verified single-threaded (rule 1):
+//!    after an opted-in fork of a multi-threaded parent, **mproc takes no lock in the child at all**
+//!    — taking stdout's could block forever.
 //!
 //! Anything shared across the fork must live in a `MAP_SHARED` mapping: a private copy-on-write
 //! page written by the child is never seen by the parent.
 
 #![allow(clippy::disallowed_methods)] // the one place raw calls are allowed
 
+mod fds;
 mod futex;
 mod mem;
 mod proc;
 mod pthread;
 mod signal;
 
+pub(crate) use fds::Registered;
 pub(crate) use futex::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 pub(crate) use mem::{
     Mapped, map_fd, map_shared_anonymous, page_size, random_bytes, shm_create, shm_open, shm_unlink, unmap,

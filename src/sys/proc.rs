@@ -3,12 +3,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::fds::Registered;
 use crate::error::{Error, Result};
 
 /// What [`fork`] returned in this process.
@@ -34,18 +35,30 @@ pub(crate) unsafe fn fork() -> Result<Fork> {
     }
 }
 
+/// Set in a child forked from a parent that was not verified single-threaded (fork rule 2):
+/// another thread may have held stdout's lock at the fork, so the child must not take it.
+static LOCKS_MAY_BE_HELD: AtomicBool = AtomicBool::new(false);
+
 /// Ends this process at once with `code`: no destructors, no atexit handlers, no unwinding.
-/// Rust's stdout buffer is flushed first so a child's last lines are not lost.
+/// Rust's stdout buffer is flushed first so a child's last lines are not lost — unless this is a
+/// child forked from a multi-threaded parent, where the flush could block forever on a lock some
+/// other thread of the parent held at the fork (a last unterminated line is lost then).
 pub(crate) fn exit_now(code: i32) -> ! {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+    if !LOCKS_MAY_BE_HELD.load(Ordering::Relaxed) {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
     // SAFETY: _exit has no preconditions and does not return.
     unsafe { libc::_exit(code) }
 }
 
-/// First thing a forked child does: die with the parent (`PR_SET_PDEATHSIG`), and leave at once if
-/// the parent already died before that took effect. Async-signal-safe.
-pub(crate) fn child_prepare(parent: i32, die_with_parent: bool) {
+/// First thing a forked child does (fork rule 2), async-signal-safe throughout: note whether the
+/// parent was verified single-threaded, close mproc's inherited descriptors except `keep_fds`,
+/// die with the parent (`PR_SET_PDEATHSIG`) and leave at once if the parent already died before
+/// that took effect.
+pub(crate) fn child_prepare(parent: i32, die_with_parent: bool, single_threaded: bool, keep_fds: &[i32]) {
+    LOCKS_MAY_BE_HELD.store(!single_threaded, Ordering::Relaxed);
+    super::fds::close_registered_except(keep_fds);
     if !die_with_parent {
         return;
     }
@@ -98,12 +111,11 @@ pub(crate) fn current_pid() -> i32 {
     PID.load(Ordering::Relaxed)
 }
 
-/// Number of threads in this process, from `/proc/self/status`.
-pub(crate) fn thread_count() -> usize {
+/// Number of threads in this process, from `/proc/self/status` (`None` if it cannot be read).
+pub(crate) fn thread_count() -> Option<usize> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(1)
 }
 
 /// How a child ended, or that it has not yet.
@@ -148,9 +160,10 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
 }
 
 /// A pidfd: becomes readable when the process ends. Lets a parent wait for a child with a timeout,
-/// or for several children at once, without polling `waitpid`.
+/// or for several children at once, without polling `waitpid`. Registered, so forked children
+/// close it (see [`super::fds`]).
 #[derive(Debug)]
-pub(crate) struct PidFd(OwnedFd);
+pub(crate) struct PidFd(Registered<OwnedFd>);
 
 impl PidFd {
     pub(crate) fn open(pid: i32) -> Result<PidFd> {
@@ -160,7 +173,7 @@ impl PidFd {
             return Err(Error::Sys { call: "pidfd_open", source: io::Error::last_os_error() });
         }
         // SAFETY: the syscall returned a new descriptor that nothing else owns.
-        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+        Ok(PidFd(Registered::new(unsafe { OwnedFd::from_raw_fd(fd as i32) })?))
     }
 }
 

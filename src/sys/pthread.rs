@@ -42,7 +42,15 @@ pub enum LockStatus {
 ///
 /// This is the primitive under [`crate::Lock`]; it is public so benchmarks and the contention tool
 /// can measure the bare cost beside `Lock`'s. Place it in shared memory with
-/// [`RobustMutex::new_shared`].
+/// [`RobustMutex::new_shared`] (or, `unsafe`, [`RobustMutex::init`] in place). It cannot be
+/// borrowed out of a segment's bytes:
+///
+/// ```compile_fail
+/// // Regression (robust_mutex_is_not_shm_safe): a zeroed arena slot is not an initialised mutex.
+/// let arena = mproc::Arena::new(4096)?;
+/// let m = arena.alloc_zeroed_slice::<mproc::raw::RobustMutex>(1)?;
+/// # Ok::<(), mproc::Error>(())
+/// ```
 #[repr(transparent)]
 pub struct RobustMutex(UnsafeCell<libc::pthread_mutex_t>);
 
@@ -52,10 +60,15 @@ unsafe impl Sync for RobustMutex {}
 // SAFETY: the mutex holds no thread-bound state while unlocked; moving the handle is fine.
 unsafe impl Send for RobustMutex {}
 
-// SAFETY: a pthread_mutex_t holds no pointers while unlocked (the robust-list link is only used by
-// the locking thread), works at any address once initialised there, and glibc accepts the
-// all-zero pattern as an initialised (normal) mutex.
-unsafe impl crate::shm::ShmSafe for RobustMutex {}
+// Deliberately not `ShmSafe`: zeroed (or arbitrary) bytes are not a robust, process-shared
+// mutex, so safe code must not be able to borrow one out of a segment. The only ways to get one
+// are `new_shared` and the `unsafe` in-place `init`.
+
+impl std::fmt::Debug for RobustMutex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RobustMutex").finish_non_exhaustive()
+    }
+}
 
 fn check(call: &'static str, rc: libc::c_int) -> Result<()> {
     if rc == 0 { Ok(()) } else { Err(Error::Sys { call, source: std::io::Error::from_raw_os_error(rc) }) }
@@ -104,7 +117,8 @@ impl RobustMutex {
 
     /// Allocates one in its own anonymous shared segment, so forked children share it.
     pub fn new_shared() -> Result<crate::shm::ShmBox<RobustMutex>> {
-        // SAFETY: `init` fully initialises the fresh, exclusively owned slot at its final address.
+        // SAFETY: `init` fully initialises the fresh, exclusively owned slot at its final address;
+        // a process-shared mutex is made to be used from several processes through `&self`.
         unsafe { crate::shm::ShmBox::new_in_place(|p| RobustMutex::init(p, false)) }
     }
 

@@ -9,11 +9,13 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+use super::fds::Registered;
 use crate::error::{Error, Result};
 
-/// An eventfd: a counter other processes (or a signal handler) bump to wake a `poll`.
+/// An eventfd: a counter other processes (or a signal handler) bump to wake a `poll`. Registered,
+/// so forked children close it unless it is passed in `keep_fds` (see [`super::fds`]).
 #[derive(Debug)]
-pub(crate) struct EventFd(OwnedFd);
+pub(crate) struct EventFd(Registered<OwnedFd>);
 
 impl EventFd {
     pub(crate) fn new() -> Result<EventFd> {
@@ -23,7 +25,7 @@ impl EventFd {
             return Err(Error::Sys { call: "eventfd", source: io::Error::last_os_error() });
         }
         // SAFETY: a new descriptor that nothing else owns.
-        Ok(EventFd(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(EventFd(Registered::new(unsafe { OwnedFd::from_raw_fd(fd) })?))
     }
 
     /// Adds 1 (wakes a poller). Async-signal-safe.

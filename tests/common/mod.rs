@@ -18,13 +18,21 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Runs `body` under the serial lock and a watchdog of `limit`, then checks for leaks.
 pub fn run<R>(name: &str, limit: Duration, body: impl FnOnce() -> R) -> R {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // The harness's other threads are parked on SERIAL or idle: they hold no lock a child needs.
-    mproc::set_fork_policy(mproc::ForkPolicy::AllowThreads);
+    // SAFETY: the harness's other threads are idle while a test body forks: the other tests'
+    // threads are blocked on SERIAL (holding nothing), the harness's main thread waits on its
+    // result channel, and the watchdog below sleeps in `recv_timeout`. None holds a lock a child
+    // takes (each test thread has its own output-capture buffer) or is midway through data a
+    // child reads.
+    mproc::set_fork_policy(unsafe { mproc::ForkPolicy::allow_threads() });
     let (done, wait) = mpsc::channel::<()>();
     let label = name.to_owned();
     let dog = std::thread::spawn(move || {
         if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
-            eprintln!("watchdog: test {label} ran past {limit:?}; aborting instead of hanging");
+            // Straight to stderr, not `eprintln!`: the harness captures that per test, and the
+            // capture is lost when the process aborts.
+            use std::io::Write;
+            let _ =
+                writeln!(std::io::stderr(), "watchdog: test {label} ran past {limit:?}; aborting instead of hanging");
             std::process::abort();
         }
     });
