@@ -5,7 +5,7 @@ CARGO ?= cargo
 MPROC := target/release/mproc
 REPEAT ?= 3
 
-.PHONY: demo test bench compare lint clean build
+.PHONY: demo test bench compare lint clean build inproc docsrs package
 
 build:
 	$(CARGO) build --release --quiet -p mproc-cli
@@ -19,6 +19,22 @@ demo: build
 
 test:
 	bash scripts/test.sh
+
+# The protocols tested in one process, with threads and real contention, no fork: the ring's
+# halves and wake-ups, Event, Semaphore, Barrier, lock statistics, the wire codecs.
+inproc:
+	$(CARGO) test -p mproc --lib
+	$(CARGO) test -p mproc --test protocols
+
+# The library's docs as docs.rs builds them (all features, --cfg docsrs feature badges; the badges
+# need a nightly rustdoc feature, which RUSTC_BOOTSTRAP unlocks on stable for this check only).
+docsrs:
+	RUSTC_BOOTSTRAP=1 RUSTDOCFLAGS="-D warnings --cfg docsrs" $(CARGO) doc -p mproc --all-features --no-deps --target-dir target/docsrs
+
+# The library as it would be published (its own target dir: the packaged copy has the same
+# package id, and sharing target/ would leave stale fingerprints behind).
+package:
+	$(CARGO) package -p mproc --allow-dirty --target-dir target/package-check
 
 bench:
 	$(CARGO) bench --bench locks --bench pool

@@ -115,6 +115,7 @@ impl<T: Plain> RawArray<T> {
     /// # Safety
     /// As for [`RawArray::as_mut_slice`], for the elements the view is used to touch.
     #[cfg(feature = "ndarray")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
     pub unsafe fn view_mut<Sh: ndarray::ShapeBuilder>(
         &self,
         shape: Sh,

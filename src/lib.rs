@@ -165,6 +165,8 @@
 //! - `redis`: `RedisFlag` and `RedisCounter` (the book's Redis variants).
 
 #![deny(clippy::undocumented_unsafe_blocks)]
+// docs.rs builds with `--cfg docsrs` on nightly: feature-gated items get a badge saying which feature.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 #[cfg(not(target_os = "linux"))]
@@ -188,6 +190,7 @@ mod value;
 pub mod worker;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::redis::{RedisCounter, RedisFlag};
 pub use array::{Array, ArrayGuard, RawArray};
 /// The plain-data contract [`Plain`] is bytemuck's `Pod`: re-exported so `#[derive(Pod, Zeroable)]`
