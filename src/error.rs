@@ -111,6 +111,10 @@ pub enum Error {
     #[error("timed out")]
     Timeout,
 
+    /// A queue was closed (and, for a `get`, drained): nothing more will come.
+    #[error("the queue is closed")]
+    Disconnected,
+
     /// A `try_` call found the object busy.
     #[error("would block: held by another process or thread")]
     WouldBlock,

@@ -203,6 +203,7 @@ pub use manager::{Manager, ManagerClient, ManagerFlag};
 pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, PoolBuilder, ResultIter};
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
 pub use progress::Progress;
+pub use queue::{DEFAULT_MAX_ITEM_BYTES, JoinableQueue, PutError, Queue};
 pub use shm::{Arena, Plain, Segment, ShmBox, ShmSafe};
 pub use sync::{Barrier, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore};
 pub use sys::monotonic_ns;

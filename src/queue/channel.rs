@@ -1,0 +1,588 @@
+//! [`Queue`] and [`JoinableQueue`]: bounded multi-producer, multi-consumer queues in shared
+//! memory, like Python's `multiprocessing.Queue` — without its feeder thread and pipe.
+//!
+//! # Layout and protocol
+//! One anonymous shared mapping holds `capacity` slots of `8 + max_item` bytes (a length, then the
+//! item's postcard bytes), a crash-recoverable [`Lock`] and a small state block: `head` and
+//! `tail` (items taken and items published; both only grow, the number queued is `tail − head`),
+//! two wake-up words (`not_empty`, `not_full`) with waiter counts, and `closed`.
+//!
+//! A producer encodes its item *before* taking the lock, then, under the lock, copies it into
+//! slot `tail % capacity` and only then advances `tail`; a consumer, under the lock, copies slot
+//! `head % capacity` out and only then advances `head`. The advance is the single store that
+//! publishes, so a process killed while holding the lock (mid-copy) leaves the queue as it was
+//! before its operation: its half-written item is never seen (it is dropped), its half-read item
+//! stays queued (another consumer gets it, whole). The next locker is told `OwnerDied` by the
+//! robust lock and carries on. A consumer killed *after* taking an item loses it, as in Python.
+//!
+//! # Sleeping
+//! A blocked side spins ~30 µs watching `head`/`tail`, then sleeps on its wake-up word (a shared
+//! futex). Lost wake-ups are impossible by the usual handshake: the sleeper bumps the waiter count
+//! and reads the word (SeqCst), re-checks the queue, and sleeps only while the word is unchanged;
+//! the other side publishes, bumps the word, then reads the waiter count (SeqCst) and wakes if it
+//! is non-zero. Either the sleeper sees the new item, or the waker sees the sleeper (and the
+//! futex returns at once because the word moved). A process killed while asleep leaves the waiter
+//! count too high, which costs the others a wake-up syscall per operation, never a lost item.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::array::RawArray;
+use crate::error::{Error, Result};
+use crate::shm::{ShmBox, ShmSafe};
+use crate::sync::{Lock, LockError, LockGuard};
+use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
+
+/// Default largest encoded item of [`Queue::new`].
+pub const DEFAULT_MAX_ITEM_BYTES: usize = 64 << 10;
+
+/// How long a blocked side spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(30);
+
+#[repr(C)]
+struct State {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+    not_empty: CachePadded<AtomicU32>,
+    not_full: CachePadded<AtomicU32>,
+    getters: AtomicU32,
+    putters: AtomicU32,
+    closed: AtomicU32,
+    /// JoinableQueue: items put and not yet marked done.
+    unfinished: CachePadded<AtomicU64>,
+    all_done: AtomicU32,
+    joiners: AtomicU32,
+    /// Times a process died holding the lock (and the queue carried on).
+    owner_deaths: AtomicU64,
+}
+
+// SAFETY: atomics only (every bit pattern valid), no pointers, no Drop.
+unsafe impl ShmSafe for State {}
+
+/// Why a `put` did not happen. Every case hands the item back.
+pub enum PutError<T> {
+    /// `try_put`: the queue is full.
+    Full(T),
+    /// The queue was closed.
+    Closed(T),
+    /// `put_timeout`: the time ran out.
+    Timeout(T),
+    /// The item's encoding is larger than the queue's slots.
+    TooLarge {
+        /// The item.
+        item: T,
+        /// Its encoded size.
+        size: usize,
+        /// The queue's limit ([`Queue::max_item_bytes`]).
+        limit: usize,
+    },
+    /// It could not be encoded, or the queue's lock could not be taken.
+    Failed(T, Error),
+}
+
+impl<T> PutError<T> {
+    /// The item that was not sent.
+    pub fn into_inner(self) -> T {
+        match self {
+            PutError::Full(t) | PutError::Closed(t) | PutError::Timeout(t) | PutError::Failed(t, _) => t,
+            PutError::TooLarge { item, .. } => item,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("Full(..)"),
+            PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Timeout(_) => f.write_str("Timeout(..)"),
+            PutError::TooLarge { size, limit, .. } => write!(f, "TooLarge {{ size: {size}, limit: {limit}, .. }}"),
+            PutError::Failed(_, e) => write!(f, "Failed(.., {e:?})"),
+        }
+    }
+}
+
+impl<T> fmt::Display for PutError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PutError::Full(_) => f.write_str("the queue is full"),
+            PutError::Closed(_) => f.write_str("the queue is closed"),
+            PutError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
+            PutError::TooLarge { size, limit, .. } => {
+                write!(
+                    f,
+                    "the item is {size} bytes encoded; the queue's slots hold {limit} (Queue::with_max_item_bytes)"
+                )
+            }
+            PutError::Failed(_, e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<T> std::error::Error for PutError<T> {}
+
+impl<T> From<PutError<T>> for Error {
+    fn from(e: PutError<T>) -> Error {
+        match e {
+            PutError::Full(_) => Error::WouldBlock,
+            PutError::Closed(_) => Error::Disconnected,
+            PutError::Timeout(_) => Error::Timeout,
+            PutError::TooLarge { size, limit, .. } => {
+                Error::MessageTooLarge { what: "queue item", task: 0, size, limit }
+            }
+            PutError::Failed(_, e) => e,
+        }
+    }
+}
+
+/// A bounded multi-producer, multi-consumer queue in shared memory, for any serde type.
+///
+/// Create it before forking; clones and forked copies are the same queue. See the module docs
+/// for what a process killed mid-operation leaves behind (nothing torn; a half-put item is
+/// dropped, a half-got one stays queued).
+///
+/// # Example: a worker squares what the parent sends, until a poison pill
+/// ```
+/// use mproc::{Process, Queue};
+///
+/// let (jobs, results) = (Queue::<Option<u64>>::new(16)?, Queue::<u64>::new(16)?);
+/// let mut worker = Process::spawn(|| -> mproc::Result<()> {
+///     while let Some(n) = jobs.get()? {
+///         results.put(n * n)?;
+///     }
+///     Ok(())
+/// })?;
+/// for n in 1..=10 {
+///     jobs.put(Some(n))?;
+/// }
+/// jobs.put(None)?; // the poison pill
+/// let total: u64 = (0..10).map(|_| results.get()).sum::<mproc::Result<u64>>()?;
+/// assert_eq!(total, 385);
+/// assert!(worker.join()?.success());
+/// # Ok::<(), mproc::Error>(())
+/// ```
+pub struct Queue<T> {
+    lock: Lock,
+    st: ShmBox<State>,
+    buf: RawArray<u8>,
+    capacity: usize,
+    slot: usize,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            lock: self.lock.clone(),
+            st: self.st.clone(),
+            buf: self.buf.clone(),
+            capacity: self.capacity,
+            slot: self.slot,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .field("max_item_bytes", &self.slot)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+/// Takes the queue's lock; a holder that died mid-operation left the state consistent (see the
+/// module docs), so its death is not an error here, only counted.
+fn take<'a>(lock: &'a Lock, st: &State) -> Result<LockGuard<'a>> {
+    match lock.lock() {
+        Ok(g) => Ok(g),
+        Err(LockError::OwnerDied { guard, .. }) => {
+            st.owner_deaths.fetch_add(1, Ordering::Relaxed);
+            Ok(guard)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Spins for up to [`SPIN`] until `ready`, then sleeps on `word` (with `waiters` counted) until
+/// `ready` or `deadline`. Returns whether `ready` held.
+fn wait_for(word: &AtomicU32, waiters: &AtomicU32, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < SPIN {
+        for _ in 0..32 {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+    }
+    loop {
+        waiters.fetch_add(1, Ordering::SeqCst);
+        let seen = word.load(Ordering::SeqCst);
+        if ready() {
+            waiters.fetch_sub(1, Ordering::SeqCst);
+            return true;
+        }
+        let left = match deadline {
+            None => None,
+            Some(d) => match d.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
+                Some(l) => Some(l),
+                None => {
+                    waiters.fetch_sub(1, Ordering::SeqCst);
+                    return false;
+                }
+            },
+        };
+        let r = futex_wait(word, seen, left);
+        waiters.fetch_sub(1, Ordering::SeqCst);
+        if ready() {
+            return true;
+        }
+        if r == FutexWait::TimedOut && deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+    }
+}
+
+/// Bumps `word` and wakes one sleeper on it, if any.
+fn notify_one(word: &AtomicU32, waiters: &AtomicU32) {
+    word.fetch_add(1, Ordering::SeqCst);
+    if waiters.load(Ordering::SeqCst) > 0 {
+        futex_wake_one(word);
+    }
+}
+
+fn notify_all(word: &AtomicU32, waiters: &AtomicU32) {
+    word.fetch_add(1, Ordering::SeqCst);
+    if waiters.load(Ordering::SeqCst) > 0 {
+        futex_wake_all(word);
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue of `capacity` items of at most [`DEFAULT_MAX_ITEM_BYTES`] encoded.
+    pub fn new(capacity: usize) -> Result<Queue<T>> {
+        Queue::with_max_item_bytes(capacity, DEFAULT_MAX_ITEM_BYTES)
+    }
+
+    /// A queue of `capacity` items of at most `max_item_bytes` each, encoded (postcard). The
+    /// mapping reserves `capacity × (max_item_bytes + 8)` bytes of address space; pages are only
+    /// touched as slots are used.
+    pub fn with_max_item_bytes(capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
+        if capacity == 0 || max_item_bytes == 0 {
+            return Err(Error::InvalidArgument("a queue needs a capacity and an item size of at least 1".into()));
+        }
+        let slot = (max_item_bytes + 8).next_multiple_of(8);
+        let bytes = capacity.checked_mul(slot).ok_or(Error::SegmentTooLarge { requested: u64::MAX, available: 0 })?;
+        let st = ShmBox::new(State {
+            head: CachePadded::new(AtomicU64::new(0)),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            not_empty: CachePadded::new(AtomicU32::new(0)),
+            not_full: CachePadded::new(AtomicU32::new(0)),
+            getters: AtomicU32::new(0),
+            putters: AtomicU32::new(0),
+            closed: AtomicU32::new(0),
+            unfinished: CachePadded::new(AtomicU64::new(0)),
+            all_done: AtomicU32::new(0),
+            joiners: AtomicU32::new(0),
+            owner_deaths: AtomicU64::new(0),
+        })?;
+        Ok(Queue { lock: Lock::new()?, st, buf: RawArray::zeroed(bytes)?, capacity, slot, _t: PhantomData })
+    }
+}
+
+impl<T> Queue<T> {
+    /// Largest encoded item it takes.
+    pub fn max_item_bytes(&self) -> usize {
+        self.slot - 8
+    }
+
+    /// How many items it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Items queued now. Approximate: other processes put and get meanwhile.
+    pub fn len(&self) -> usize {
+        let head = self.st.head.load(Ordering::Acquire);
+        (self.st.tail.load(Ordering::Acquire).saturating_sub(head)) as usize
+    }
+
+    /// Whether it is empty now (approximate, like [`Queue::len`]).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// How many times a process died while holding the queue's internal lock (mid-`put` or
+    /// mid-`get`); the queue recovered each time (see the module docs).
+    pub fn owner_deaths(&self) -> u64 {
+        self.st.owner_deaths.load(Ordering::Relaxed)
+    }
+
+    /// Whether [`Queue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.st.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// Takes no more items: `put` fails with `Closed`; `get` drains what is queued, then returns
+    /// [`Error::Disconnected`]. Wakes everyone waiting.
+    pub fn close(&self) {
+        self.st.closed.store(1, Ordering::SeqCst);
+        notify_all(&self.st.not_empty, &self.st.getters);
+        notify_all(&self.st.not_full, &self.st.putters);
+    }
+
+    fn has_room(&self) -> bool {
+        let st = &*self.st;
+        // Head first: the tail read after it can only be larger (both only grow, head ≤ tail).
+        let head = st.head.load(Ordering::Acquire);
+        st.closed.load(Ordering::Acquire) != 0
+            || st.tail.load(Ordering::Acquire).saturating_sub(head) < self.capacity as u64
+    }
+
+    fn has_item(&self) -> bool {
+        let st = &*self.st;
+        let head = st.head.load(Ordering::Acquire);
+        st.closed.load(Ordering::Acquire) != 0 || st.tail.load(Ordering::Acquire) > head
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
+        let bytes = match postcard::to_allocvec(&item) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(PutError::Failed(
+                    item,
+                    Error::Encode { what: "queue item", task: 0, message: e.to_string() },
+                ));
+            }
+        };
+        if bytes.len() > self.max_item_bytes() {
+            return Err(PutError::TooLarge { item, size: bytes.len(), limit: self.max_item_bytes() });
+        }
+        loop {
+            if self.is_closed() {
+                return Err(PutError::Closed(item));
+            }
+            {
+                let _g = match take(&self.lock, &self.st) {
+                    Ok(g) => g,
+                    Err(e) => return Err(PutError::Failed(item, e)),
+                };
+                let st = &*self.st;
+                let (head, tail) = (st.head.load(Ordering::Relaxed), st.tail.load(Ordering::Relaxed));
+                if tail - head < self.capacity as u64 {
+                    let off = (tail % self.capacity as u64) as usize * self.slot;
+                    // SAFETY: the lock is held, so no other process touches the slot at `tail`
+                    // (consumers read only slots before `tail`, producers write only at it);
+                    // `off + 8 + len ≤ capacity × slot`, inside the mapping.
+                    unsafe {
+                        let p = self.buf.as_ptr().add(off);
+                        p.cast::<u64>().write_unaligned(bytes.len() as u64);
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(8), bytes.len());
+                    }
+                    // Publish: the one store that makes the item visible (Release orders the copy).
+                    st.tail.store(tail + 1, Ordering::Release);
+                    st.unfinished.fetch_add(1, Ordering::AcqRel);
+                    drop(_g);
+                    notify_one(&st.not_empty, &st.getters);
+                    return Ok(());
+                }
+            }
+            if !block {
+                return Err(PutError::Full(item));
+            }
+            if !wait_for(&self.st.not_full, &self.st.putters, deadline, || self.has_room()) {
+                return Err(PutError::Timeout(item));
+            }
+        }
+    }
+
+    /// Waits for room and puts `item` (the item comes back in the error).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_until(item, None, true)
+    }
+
+    /// Puts `item` only if there is room now.
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_until(item, None, false)
+    }
+
+    /// Waits at most `timeout` for room.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_until(item, Some(Instant::now() + timeout), true)
+    }
+
+    fn get_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
+        loop {
+            let bytes = {
+                let _g = take(&self.lock, &self.st)?;
+                let st = &*self.st;
+                let (head, tail) = (st.head.load(Ordering::Relaxed), st.tail.load(Ordering::Acquire));
+                if tail > head {
+                    let off = (head % self.capacity as u64) as usize * self.slot;
+                    // SAFETY: the lock is held and the slot at `head` was published (tail > head,
+                    // read with Acquire); its length was written by the producer, which checked it
+                    // against the slot size — checked again here against a corrupted length.
+                    let bytes = unsafe {
+                        let p = self.buf.as_ptr().add(off);
+                        let len = p.cast::<u64>().read_unaligned() as usize;
+                        if len > self.max_item_bytes() {
+                            return Err(Error::Corrupt(format!(
+                                "queue slot {} claims {len} bytes",
+                                head % self.capacity as u64
+                            )));
+                        }
+                        std::slice::from_raw_parts(p.add(8), len).to_vec()
+                    };
+                    st.head.store(head + 1, Ordering::Release);
+                    drop(_g);
+                    notify_one(&st.not_full, &st.putters);
+                    Some(bytes)
+                } else {
+                    None
+                }
+            };
+            if let Some(b) = bytes {
+                return postcard::from_bytes(&b).map_err(|e| Error::Decode {
+                    what: "queue item",
+                    task: 0,
+                    message: e.to_string(),
+                });
+            }
+            if self.is_closed() {
+                return Err(Error::Disconnected);
+            }
+            if !block {
+                return Err(Error::WouldBlock);
+            }
+            if !wait_for(&self.st.not_empty, &self.st.getters, deadline, || self.has_item()) {
+                return Err(Error::Timeout);
+            }
+        }
+    }
+
+    /// Waits for an item and takes it. After [`Queue::close`], returns what is left, then
+    /// [`Error::Disconnected`].
+    pub fn get(&self) -> Result<T> {
+        self.get_until(None, true)
+    }
+
+    /// Takes an item if one is there now ([`Error::WouldBlock`] otherwise).
+    pub fn try_get(&self) -> Result<T> {
+        self.get_until(None, false)
+    }
+
+    /// Waits at most `timeout` ([`Error::Timeout`] then).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(Some(Instant::now() + timeout), true)
+    }
+
+    /// The items as they come, until the queue is closed and drained (or an error).
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || self.get().ok())
+    }
+}
+
+/// A [`Queue`] that counts unfinished items, like Python's `JoinableQueue`: every `put` adds one,
+/// every [`JoinableQueue::task_done`] takes one away, and [`JoinableQueue::join`] waits for zero.
+///
+/// # Example
+/// ```
+/// use mproc::{JoinableQueue, Process};
+///
+/// let q = JoinableQueue::<u32>::new(8)?;
+/// let mut w = Process::spawn(|| -> mproc::Result<()> {
+///     for _ in 0..5 {
+///         let _job = q.get()?;
+///         q.task_done()?;
+///     }
+///     Ok(())
+/// })?;
+/// for i in 0..5 {
+///     q.put(i)?;
+/// }
+/// q.join()?; // every item was marked done
+/// assert!(w.join()?.success());
+/// # Ok::<(), mproc::Error>(())
+/// ```
+pub struct JoinableQueue<T> {
+    q: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue { q: self.q.clone() }
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinableQueue")
+            .field("queue", &self.q)
+            .field("unfinished", &self.q.st.unfinished.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl<T> std::ops::Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+    fn deref(&self) -> &Queue<T> {
+        &self.q
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A joinable queue of `capacity` items (see [`Queue::new`]).
+    pub fn new(capacity: usize) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { q: Queue::new(capacity)? })
+    }
+
+    /// Marks one item taken with `get` as done. Calling it more often than items were put is
+    /// [`Error::Misuse`].
+    pub fn task_done(&self) -> Result<()> {
+        let st = &*self.q.st;
+        let prev = st
+            .unfinished
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .map_err(|_| Error::Misuse("task_done() called more times than there were items put".into()))?;
+        if prev == 1 {
+            notify_all(&st.all_done, &st.joiners);
+        }
+        Ok(())
+    }
+
+    /// Items put and not yet marked done.
+    pub fn unfinished(&self) -> u64 {
+        self.q.st.unfinished.load(Ordering::Acquire)
+    }
+
+    /// Waits until every item put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        let st = &*self.q.st;
+        wait_for(&st.all_done, &st.joiners, None, || st.unfinished.load(Ordering::Acquire) == 0);
+        Ok(())
+    }
+
+    /// Waits at most `timeout` for every item to be marked done ([`Error::Timeout`] then).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        let st = &*self.q.st;
+        if wait_for(&st.all_done, &st.joiners, Some(Instant::now() + timeout), || {
+            st.unfinished.load(Ordering::Acquire) == 0
+        }) {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Queue and JoinableQueue across processes: exactly-once delivery under contention, close and
+//! drain, errors that hand the item back, and producers or consumers SIGKILLed mid-operation.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use mproc::{Error, JoinableQueue, Process, PutError, Queue, RawArray};
+
+#[test]
+fn four_producers_times_250k_items_through_capacity_1024_arrive_exactly_once() {
+    common::run("queue_exactly_once", common::SECS(240), || {
+        const P: u64 = 4;
+        const N: u64 = 250_000;
+        let q = Queue::<u64>::new(1024).unwrap();
+        // One counter per item: each must end at exactly 1.
+        let seen = RawArray::<u8>::zeroed((P * N) as usize).unwrap();
+        let per_producer = RawArray::<u64>::zeroed(P as usize).unwrap();
+        let sum = RawArray::<u64>::zeroed(1).unwrap();
+        let producers: Vec<Process> = (0..P)
+            .map(|p| {
+                let q = &q;
+                Process::spawn(move || -> mproc::Result<()> {
+                    for i in 0..N {
+                        q.put(p * N + i)?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+            })
+            .collect();
+        let consumers: Vec<Process> = (0..4)
+            .map(|_| {
+                Process::spawn(|| -> mproc::Result<()> {
+                    loop {
+                        match q.get() {
+                            Ok(x) => {
+                                seen.fetch_add(x as usize, 1);
+                                per_producer.fetch_add((x / N) as usize, 1);
+                                sum.fetch_add(0, x);
+                            }
+                            Err(Error::Disconnected) => return Ok(()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        for mut p in producers {
+            assert!(p.join().unwrap().success());
+        }
+        q.close();
+        for mut c in consumers {
+            assert!(c.join().unwrap().success());
+        }
+        for p in 0..P as usize {
+            assert_eq!(per_producer.load(p), N, "producer {p}");
+        }
+        let total = P * N;
+        assert_eq!(sum.load(0), total * (total - 1) / 2);
+        // SAFETY: every process that wrote the array has been joined.
+        let s = unsafe { seen.as_slice() };
+        assert!(s.iter().all(|&c| c == 1), "an item was lost or duplicated");
+        assert!(q.is_empty());
+    });
+}
+
+#[test]
+fn try_put_on_a_full_queue_hands_the_item_back_and_close_drains_then_disconnects() {
+    common::run("queue_full_close", common::SECS(30), || {
+        let q = Queue::<String>::new(2).unwrap();
+        q.put("a".into()).unwrap();
+        q.put("b".into()).unwrap();
+        match q.try_put("c".into()) {
+            Err(PutError::Full(item)) => assert_eq!(item, "c"),
+            other => panic!("{other:?}"),
+        }
+        match q.put_timeout("d".into(), Duration::from_millis(20)) {
+            Err(PutError::Timeout(item)) => assert_eq!(item, "d"),
+            other => panic!("{other:?}"),
+        }
+        let big = "x".repeat(q.max_item_bytes() + 1);
+        assert!(matches!(q.try_put(big), Err(PutError::TooLarge { .. })));
+        q.close();
+        assert!(matches!(q.put("e".into()), Err(PutError::Closed(_))));
+        assert_eq!(q.get().unwrap(), "a");
+        assert_eq!(q.get().unwrap(), "b");
+        assert!(matches!(q.get(), Err(Error::Disconnected)));
+        let empty = Queue::<u8>::new(1).unwrap();
+        assert!(matches!(empty.try_get(), Err(Error::WouldBlock)));
+        assert!(matches!(empty.get_timeout(Duration::from_millis(10)), Err(Error::Timeout)));
+    });
+}
+
+#[test]
+fn a_blocked_get_in_another_process_is_woken_by_a_put() {
+    common::run("queue_wake", common::SECS(30), || {
+        let q = Queue::<u32>::new(4).unwrap();
+        let back = Queue::<u32>::new(4).unwrap();
+        let mut c = Process::spawn(|| -> mproc::Result<()> {
+            for _ in 0..200 {
+                let v = q.get()?; // sleeps on the futex between puts
+                back.put(v + 1).map_err(Error::from)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        for i in 0..200 {
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(2)); // let the consumer fall asleep
+            }
+            q.put(i).unwrap();
+            assert_eq!(back.get().unwrap(), i + 1);
+        }
+        assert!(c.join().unwrap().success());
+    });
+}
+
+/// A payload that is easy to check whole: `len` ASCII letters, each from `len + index`. A
+/// `String` encodes as one length and a copy, so the time goes into the locked copy.
+fn payload(len: usize) -> String {
+    (0..len).map(|i| (b'a' + ((len + i) % 26) as u8) as char).collect()
+}
+
+fn is_whole(v: &str) -> bool {
+    v.bytes().enumerate().all(|(i, b)| b == b'a' + ((v.len() + i) % 26) as u8)
+}
+
+/// xorshift, for kill moments.
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+#[test]
+fn producers_and_consumers_killed_at_random_moments_never_tear_an_item_or_block_the_rest() {
+    common::run("queue_kills", common::SECS(240), || {
+        let q = Queue::<String>::with_max_item_bytes(8, 1 << 20).unwrap();
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut worst = Duration::ZERO;
+        let items: Vec<String> = (0..8).map(|k| payload(1000 + k * 111_111)).collect();
+        for round in 0..120 {
+            let producer = round % 2 == 0;
+            // The victim keeps the queue flowing with large items (a locked copy takes tens of µs,
+            // so kills often land inside the critical section, mid-put or mid-get) until killed.
+            let mut victim = Process::spawn(|| -> mproc::Result<()> {
+                let mut k = 0usize;
+                loop {
+                    let item = items[k % items.len()].clone();
+                    if producer || k.is_multiple_of(2) {
+                        let _ = q.put(item);
+                    }
+                    if let Ok(v) = q.try_get() {
+                        assert!(is_whole(&v), "torn item in the victim");
+                    }
+                    k += 1;
+                }
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_micros(200 + next(&mut s) % 3000));
+            victim.kill().unwrap();
+            victim.join().unwrap();
+            // The survivor (this process) must be able to use the queue at once.
+            let t = Instant::now();
+            while let Ok(v) = q.try_get() {
+                assert!(is_whole(&v), "round {round}: a torn item of {} bytes", v.len());
+            }
+            q.put_timeout(payload(4096), Duration::from_secs(5)).unwrap();
+            let v = q.get_timeout(Duration::from_secs(5)).unwrap();
+            assert!(is_whole(&v));
+            worst = worst.max(t.elapsed());
+        }
+        eprintln!("queue_kills: 120 kills, {} inside the lock, worst kill-to-recovery {worst:?}", q.owner_deaths());
+        assert!(q.owner_deaths() > 0, "no kill landed inside the critical section: the test proved nothing");
+        assert!(worst < Duration::from_secs(1), "recovery took {worst:?}");
+    });
+}
+
+#[test]
+fn a_joinable_queue_joins_when_every_item_is_done_and_rejects_extra_task_done() {
+    common::run("queue_joinable", common::SECS(30), || {
+        let q = JoinableQueue::<Option<u64>>::new(16).unwrap();
+        let workers: Vec<Process> = (0..2)
+            .map(|_| {
+                Process::spawn(|| -> mproc::Result<()> {
+                    while let Ok(Some(_n)) = q.get() {
+                        q.task_done()?;
+                    }
+                    q.task_done() // the poison pill counts too
+                })
+                .unwrap()
+            })
+            .collect();
+        for i in 0..1000 {
+            q.put(Some(i)).unwrap();
+        }
+        q.join_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(q.unfinished(), 0);
+        q.put(None).unwrap();
+        q.put(None).unwrap();
+        for mut w in workers {
+            assert!(w.join().unwrap().success());
+        }
+        q.join().unwrap();
+        assert!(matches!(q.task_done(), Err(Error::Misuse(_))));
+    });
+}
