@@ -156,6 +156,19 @@ def shared_array(mproc, processes, quick):
     print(f"mproc: largest worker RssAnon growth {growth:.3%} of the array; system Shmem grew {m['system_shmem_growth_kib'] / 1024:.0f} MiB for a {m['bytes'] / 2**20:.0f} MiB array")
 
 
+def primes_queue(mproc, processes, quick):
+    rng = "100000000..100020000" if quick else "100000000..100100000"
+    print(f"\nprimes through queues with poison pills, [{rng.replace('..', ', ')}), {processes} workers (µs per number)", flush=True)
+    py = lines([sys.executable, "benches/python/primes_queue.py", "--range", rng, "--processes", str(processes), "--batch", "1,100", "--manager"])
+    rs = lines([mproc, "primes-queue", "--json", "--range", rng, "--processes", str(processes), "--batch", "1,100"])
+    ours = {r["batch"]: r["us_per_number"] for r in rs if not r["odd_only"]}
+    print(f"{'python':<26} {'µs/number':>10}   {'mproc Queue':>12} {'python/mproc':>13}")
+    for r in py:
+        m = ours.get(r["batch"])
+        label = f"{'mp.Queue' if r['kind'] == 'queue' else 'Manager queue'}, batch {r['batch']}"
+        print(f"{label:<26} {r['us_per_number']:>10.2f}   {m:>12.3f} {r['us_per_number'] / m:>12.1f}x")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--mproc", default="target/release/mproc")
@@ -163,7 +176,7 @@ if __name__ == "__main__":
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=100_000)
-    ap.add_argument("--only", default="counters,pool,verify,pi,primes,shared-array", help="which tables")
+    ap.add_argument("--only", default="counters,pool,verify,pi,primes,primes-queue,shared-array", help="which tables")
     ap.add_argument("--quick", action="store_true", help="smaller sizes: the whole comparison in about two minutes")
     ap.add_argument("--baseline", default=None, help="an older mproc binary to measure beside this one (before/after)")
     ap.add_argument("--variants", default="none,less-naive,manager,redis,rawvalue,mmap,mmap-redux")
@@ -171,7 +184,7 @@ if __name__ == "__main__":
     only = a.only.split(",")
     if a.quick:
         a.repeat, a.tasks, a.count = 1, 20_000, 500
-    steps = [t for t in ["counters", "pool", "verify", "pi", "primes", "shared-array"] if t in only]
+    steps = [t for t in ["counters", "pool", "verify", "pi", "primes", "primes-queue", "shared-array"] if t in only]
     for i, table in enumerate(steps, 1):
         print(f"\n[{i}/{len(steps)}] {table}: running Python and mproc ...", flush=True)
         if table == "counters":
@@ -189,5 +202,7 @@ if __name__ == "__main__":
             pi(a.mproc, a.processes, a.repeat, a.quick)
         elif table == "primes":
             primes(a.mproc, a.processes, a.repeat, a.quick)
+        elif table == "primes-queue":
+            primes_queue(a.mproc, a.processes, a.quick)
         elif table == "shared-array":
             shared_array(a.mproc, a.processes, a.quick)

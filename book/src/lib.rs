@@ -8,6 +8,7 @@ pub mod find_primes;
 pub mod kernel;
 pub mod pi;
 pub mod primes;
+pub mod primes_queue;
 pub mod shared_array;
 
 use mproc::{Error, Result};

@@ -11,6 +11,7 @@ mod counters;
 mod pi;
 mod plot;
 mod primes;
+mod primes_queue;
 mod progress;
 mod shared_array;
 mod shm;
@@ -47,6 +48,9 @@ enum Command {
     /// Share a big array between worker processes without copying it; the kernel's memory
     /// figures show that nothing was copied.
     SharedArray(shared_array::Args),
+    /// Find primes through Queues with poison pills: one number per message, odd numbers only,
+    /// batches, a feeder thread.
+    PrimesQueue(primes_queue::Args),
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::VerifyPrimes(a) => verify::run(a),
         Command::Pi(a) => pi::run(a),
         Command::Primes(a) => primes::run(a),
+        Command::PrimesQueue(a) => primes_queue::run(a),
         Command::SharedArray(a) => shared_array::run(a),
     };
     match r {
