@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod contention;
 mod counters;
 mod pi;
 mod plot;
@@ -39,6 +40,9 @@ enum Command {
     /// Find the primes in a range with a Pool: time per chunk size (the book's study), or per
     /// number of chunks (its sawtooth), checked against a sieve.
     Primes(primes::Args),
+    /// Measure lock contention between processes: every primitive side by side (throughput,
+    /// wait and hold percentiles, fairness), and what the others see when a holder dies.
+    Contention(contention::Args),
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Counters(a) => counters::run(a),
         Command::Shm(c) => shm::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::Contention(a) => contention::run(a),
         Command::VerifyPrimes(a) => verify::run(a),
         Command::Pi(a) => pi::run(a),
         Command::Primes(a) => primes::run(a),
