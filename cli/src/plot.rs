@@ -27,6 +27,8 @@ pub struct Chart<'a> {
     pub legend_room: f64,
     /// The legend in the lower right corner instead of the upper right (for rising curves).
     pub legend_low: bool,
+    /// A dot at every point (off for dense curves such as a CDF).
+    pub markers: bool,
     /// x positions marked with a vertical line (e.g. multiples of the process count).
     pub marks: &'a [f64],
     pub marks_label: &'a str,
@@ -104,7 +106,7 @@ pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Resul
                     .map_err(err)?
                     .label(s.name.as_str())
                     .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
-                if !s.reference {
+                if c.markers && !s.reference {
                     chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(err)?;
                 }
             }
@@ -159,6 +161,7 @@ pub fn pi_speedup(dir: &Path, rows: &[(Estimate, f64)], parallelism: f64) -> cra
         log_y: false,
         legend_room: 0.0,
         legend_low: false,
+        markers: true,
         marks: &[],
         marks_label: "",
     };
@@ -187,6 +190,7 @@ pub fn chunksizes(dir: &Path, title: &str, points: &[(usize, usize, f64)], seria
         log_y: false,
         legend_room: 0.0,
         legend_low: false,
+        markers: true,
         marks: &[],
         marks_label: "",
     };
@@ -214,6 +218,7 @@ pub fn sawtooth(dir: &Path, title: &str, points: &[(usize, usize, f64)], process
         log_y: false,
         legend_room: 0.0,
         legend_low: false,
+        markers: true,
         marks: &marks,
         marks_label: &label,
     };
@@ -249,6 +254,7 @@ pub fn contention(
             log_y: true,
             legend_room: 0.35,
             legend_low: false,
+            markers: true,
             marks: &[],
             marks_label: "",
         };
@@ -268,6 +274,7 @@ pub fn contention(
             log_y: false,
             legend_room: 0.0,
             legend_low: true,
+            markers: false,
             marks: &[],
             marks_label: "",
         };
