@@ -169,6 +169,33 @@ def primes_queue(mproc, processes, quick):
         print(f"{label:<26} {r['us_per_number']:>10.2f}   {m:>12.3f} {r['us_per_number'] / m:>12.1f}x")
 
 
+def contention(mproc, processes, repeat, quick):
+    """Python's multiprocessing.Lock, Value.get_lock() and fcntl.flock beside mproc's nearest rows,
+    measured the same way (N processes, a fixed time, a counter checked exactly). Medians of repeat."""
+    duration = "0.1" if quick else "0.3"
+    counts = f"1,{processes}"
+    py, rs, par = {}, {}, []
+    for _ in range(repeat):
+        for r in lines([sys.executable, "benches/python/contention.py", "--processes", counts, "--duration", duration]):
+            py.setdefault((r["primitive"], r["processes"]), []).append(r)
+        for r in lines([mproc, "contention", "--json", "--no-death", "--primitives", "lock,robust,posix-sem,flock",
+                        "--processes", counts, "--duration", duration]):
+            rs.setdefault((r["primitive"], r["processes"]), []).append(r)
+            par.append(r["parallelism"])
+    med = lambda rows: statistics.median(r["mops"] for r in rows)
+    exact = lambda rows: all(r["lost"] == 0 for r in rows)
+    print(f"\ncontention: lock + increment + unlock for {duration} s, median of {repeat} (Mops/s over all processes; "
+          f"parallelism check {statistics.median(par):.2f})")
+    print(f"{'python':<12} {'n':>2} {'Mops/s':>8} {'exact':>6}   {'mproc':<10} {'Mops/s':>8} {'exact':>6} {'mproc/python':>13}")
+    for (kind, n), rows in py.items():
+        for ours in dict.fromkeys([rows[0]["counterpart"], "lock"]):
+            m = rs.get((ours, n))
+            if not m:
+                continue
+            print(f"{kind:<12} {n:>2} {med(rows):>8.3f} {str(exact(rows)):>6}   {ours:<10} {med(m):>8.3f} {str(exact(m)):>6} "
+                  f"{med(m) / med(rows):>12.1f}x")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--mproc", default="target/release/mproc")
@@ -176,7 +203,7 @@ if __name__ == "__main__":
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=100_000)
-    ap.add_argument("--only", default="counters,pool,verify,pi,primes,primes-queue,shared-array", help="which tables")
+    ap.add_argument("--only", default="counters,pool,verify,pi,primes,primes-queue,shared-array,contention", help="which tables")
     ap.add_argument("--quick", action="store_true", help="smaller sizes: the whole comparison in about two minutes")
     ap.add_argument("--baseline", default=None, help="an older mproc binary to measure beside this one (before/after)")
     ap.add_argument("--variants", default="none,less-naive,manager,redis,rawvalue,mmap,mmap-redux")
@@ -184,7 +211,7 @@ if __name__ == "__main__":
     only = a.only.split(",")
     if a.quick:
         a.repeat, a.tasks, a.count = 1, 20_000, 500
-    steps = [t for t in ["counters", "pool", "verify", "pi", "primes", "primes-queue", "shared-array"] if t in only]
+    steps = [t for t in ["counters", "pool", "verify", "pi", "primes", "primes-queue", "shared-array", "contention"] if t in only]
     for i, table in enumerate(steps, 1):
         print(f"\n[{i}/{len(steps)}] {table}: running Python and mproc ...", flush=True)
         if table == "counters":
@@ -206,3 +233,5 @@ if __name__ == "__main__":
             primes_queue(a.mproc, a.processes, a.quick)
         elif table == "shared-array":
             shared_array(a.mproc, a.processes, a.quick)
+        elif table == "contention":
+            contention(a.mproc, a.processes, a.repeat, a.quick)

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod book;
+mod contention;
 mod counters;
 mod pi;
 mod plot;
@@ -51,6 +52,9 @@ enum Command {
     /// Find primes through Queues with poison pills: one number per message, odd numbers only,
     /// batches, a feeder thread.
     PrimesQueue(primes_queue::Args),
+    /// Measure lock contention between processes: every primitive side by side (throughput,
+    /// wait and hold percentiles, fairness), and what the others see when a holder dies.
+    Contention(contention::Args),
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Book(a) => book::run(a),
         Command::Shm(c) => shm::run(c),
         Command::Bench(c) => bench::run(c),
+        Command::Contention(a) => contention::run(a),
         Command::VerifyPrimes(a) => verify::run(a),
         Command::Pi(a) => pi::run(a),
         Command::Primes(a) => primes::run(a),

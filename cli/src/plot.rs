@@ -21,18 +21,35 @@ pub struct Chart<'a> {
     pub x_label: &'a str,
     pub y_label: &'a str,
     pub log_x: bool,
+    /// A log y axis (for figures that span orders of magnitude).
+    pub log_y: bool,
+    /// Extra room at the right of the x range, as a fraction of it, for the legend to sit in.
+    pub legend_room: f64,
+    /// The legend in the lower right corner instead of the upper right (for rising curves).
+    pub legend_low: bool,
+    /// A dot at every point (off for dense curves such as a CDF).
+    pub markers: bool,
     /// x positions marked with a vertical line (e.g. multiples of the process count).
     pub marks: &'a [f64],
     pub marks_label: &'a str,
 }
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 15] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
     RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(0, 0, 128),
+    RGBColor(128, 0, 0),
+    RGBColor(0, 128, 128),
+    RGBColor(255, 0, 255),
+    RGBColor(85, 107, 47),
 ];
 
 fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
@@ -43,15 +60,20 @@ fn err(e: impl std::fmt::Display) -> Box<dyn std::error::Error> {
 pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Result<()> {
     let all = || series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1) = all().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let y1 = all().fold(0.0f64, |m, p| m.max(p.1)) * 1.1;
+    let mut y1 = all().fold(0.0f64, |m, p| m.max(p.1)) * 1.1;
+    let mut y0 = 0.0;
     if !x0.is_finite() || !x1.is_finite() || y1 <= 0.0 {
         return Err("nothing to plot".into());
     }
+    if c.log_y {
+        let lo = all().map(|p| p.1).filter(|&y| y > 0.0).fold(f64::INFINITY, f64::min);
+        (y0, y1) = (lo / 2.0, y1 * 2.0);
+    }
     if c.log_x {
-        (x0, x1) = (x0 / 1.5, x1 * 1.5);
+        (x0, x1) = (x0 / 1.5, x1 * 1.5 * (x1 / x0).powf(c.legend_room));
     } else {
         let pad = ((x1 - x0) * 0.04).max(0.5);
-        (x0, x1) = (x0 - pad, x1 + pad);
+        (x0, x1) = (x0 - pad, x1 + pad + (x1 - x0) * c.legend_room);
     }
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -70,7 +92,7 @@ pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Resul
                 .map_err(err)?;
             let mark = ShapeStyle::from(&RGBColor(255, 127, 14)).stroke_width(2);
             for (i, &m) in c.marks.iter().enumerate() {
-                let line = chart.draw_series(LineSeries::new([(m, 0.0), (m, y1)], mark)).map_err(err)?;
+                let line = chart.draw_series(LineSeries::new([(m, y0), (m, y1)], mark)).map_err(err)?;
                 if i == 0 {
                     line.label(c.marks_label).legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], mark));
                 }
@@ -78,18 +100,19 @@ pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Resul
             for (i, s) in series.iter().enumerate() {
                 let color = if s.reference { BLACK } else { COLORS[i % COLORS.len()] };
                 let style = ShapeStyle::from(&color).stroke_width(if s.reference { 1 } else { 2 });
+                let points: Vec<(f64, f64)> = s.points.iter().copied().filter(|p| !c.log_y || p.1 > 0.0).collect();
                 chart
-                    .draw_series(LineSeries::new(s.points.iter().copied(), style))
+                    .draw_series(LineSeries::new(points.iter().copied(), style))
                     .map_err(err)?
                     .label(s.name.as_str())
                     .legend(move |(x, y)| PathElement::new([(x, y), (x + 24, y)], style));
-                if !s.reference {
-                    chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(err)?;
+                if c.markers && !s.reference {
+                    chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(err)?;
                 }
             }
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
+                .position(if c.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight })
                 .label_font(("sans-serif", 15))
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK)
@@ -97,10 +120,11 @@ pub fn line_chart(path: &Path, c: &Chart<'_>, series: &[Series]) -> crate::Resul
                 .map_err(err)?;
         }};
     }
-    if c.log_x {
-        draw!(b.build_cartesian_2d((x0..x1).log_scale(), 0.0..y1).map_err(err)?);
-    } else {
-        draw!(b.build_cartesian_2d(x0..x1, 0.0..y1).map_err(err)?);
+    match (c.log_x, c.log_y) {
+        (true, true) => draw!(b.build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale()).map_err(err)?),
+        (true, false) => draw!(b.build_cartesian_2d((x0..x1).log_scale(), y0..y1).map_err(err)?),
+        (false, true) => draw!(b.build_cartesian_2d(x0..x1, (y0..y1).log_scale()).map_err(err)?),
+        (false, false) => draw!(b.build_cartesian_2d(x0..x1, y0..y1).map_err(err)?),
     }
     root.present().map_err(err)?;
     Ok(())
@@ -134,6 +158,10 @@ pub fn pi_speedup(dir: &Path, rows: &[(Estimate, f64)], parallelism: f64) -> cra
         x_label: "workers (threads or processes)",
         y_label: "speed-up (× one serial worker)",
         log_x: false,
+        log_y: false,
+        legend_room: 0.0,
+        legend_low: false,
+        markers: true,
         marks: &[],
         marks_label: "",
     };
@@ -159,6 +187,10 @@ pub fn chunksizes(dir: &Path, title: &str, points: &[(usize, usize, f64)], seria
         x_label: "chunk size (tasks per chunk, log scale)",
         y_label: "time (seconds, median)",
         log_x: true,
+        log_y: false,
+        legend_room: 0.0,
+        legend_low: false,
+        markers: true,
         marks: &[],
         marks_label: "",
     };
@@ -183,9 +215,76 @@ pub fn sawtooth(dir: &Path, title: &str, points: &[(usize, usize, f64)], process
         x_label: "number of chunks",
         y_label: "time (seconds, median)",
         log_x: false,
+        log_y: false,
+        legend_room: 0.0,
+        legend_low: false,
+        markers: true,
         marks: &marks,
         marks_label: &label,
     };
     line_chart(&path, &chart, &series)?;
     Ok(path)
+}
+
+/// `contention`: throughput against processes (one line per primitive, log y), and the
+/// wait-time CDF at 2 processes (one line per lock, log x).
+pub fn contention(
+    dir: &Path,
+    rows: &[(&str, usize, f64)],
+    cdfs: &[(&str, Vec<(f64, f64)>)],
+    parallelism: f64,
+) -> crate::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut series: Vec<Series> = Vec::new();
+    for &(name, n, mops) in rows {
+        match series.iter_mut().find(|s| s.name == name) {
+            Some(s) => s.points.push((n as f64, mops)),
+            None => series.push(Series { name: name.to_owned(), points: vec![(n as f64, mops)], reference: false }),
+        }
+    }
+    if series.iter().any(|s| s.points.len() > 1) {
+        let path = create(dir, "throughput.svg")?;
+        let title =
+            format!("Lock contention: throughput against processes (uninstrumented; parallelism {parallelism:.2})");
+        let chart = Chart {
+            title: &title,
+            x_label: "processes",
+            y_label: "throughput (Mops/s, all processes, log scale)",
+            log_x: false,
+            log_y: true,
+            legend_room: 0.35,
+            legend_low: false,
+            markers: true,
+            marks: &[],
+            marks_label: "",
+        };
+        line_chart(&path, &chart, &series)?;
+        out.push(path);
+    }
+    if !cdfs.is_empty() {
+        let path = create(dir, "wait-cdf.svg")?;
+        let series: Vec<Series> =
+            cdfs.iter().map(|(n, p)| Series { name: (*n).to_owned(), points: p.clone(), reference: false }).collect();
+        let title = format!("Lock contention: wait-time CDF, 2 processes (parallelism {parallelism:.2})");
+        let chart = Chart {
+            title: &title,
+            x_label: "wait per acquisition (ns, log scale; bucket upper bounds)",
+            y_label: "fraction of acquisitions waiting at most x",
+            log_x: true,
+            log_y: false,
+            legend_room: 0.0,
+            legend_low: true,
+            markers: false,
+            marks: &[],
+            marks_label: "",
+        };
+        line_chart(&path, &chart, &series)?;
+        out.push(path);
+    }
+    if out.is_empty() {
+        return Err(
+            "--svg: nothing to plot (a throughput plot needs two process counts, a CDF needs 2 processes)".into()
+        );
+    }
+    Ok(out)
 }
