@@ -15,6 +15,8 @@
 //! | `Semaphore`, `Event`, `Barrier`          | [`Semaphore`], [`Event`], [`Barrier`]          |
 //! | `mmap.mmap(-1, 1)` / `RawValue` as a flag | [`Flag`], and the [`EarlyExit`] trait          |
 //! | file lock (`fcntl.flock`)                | [`FileLock`]: reopened per process automatically |
+//! | `Queue`, `JoinableQueue`                 | [`Queue<T>`], [`JoinableQueue<T>`]: bounded, in shared memory, crash-safe |
+//! | a progress counter per worker            | [`Progress`]                                   |
 //! | `shared_memory.SharedMemory`             | [`Segment`] (anonymous or named), [`Arena`]    |
 //!
 //! # Example: a Pool whose tasks share an early-exit flag
