@@ -13,6 +13,7 @@
 //! | `Array`, `RawArray`                      | [`Array<T>`], [`RawArray<T>`]                  |
 //! | `Lock`, `RLock`                          | [`Lock`], [`RLock`]: report a holder that died |
 //! | `Semaphore`, `Event`, `Barrier`          | [`Semaphore`], [`Event`], [`Barrier`]          |
+//! | `Condition`, `BoundedSemaphore`          | [`Condition`], [`BoundedSemaphore`]            |
 //! | `mmap.mmap(-1, 1)` / `RawValue` as a flag | [`Flag`], and the [`EarlyExit`] trait          |
 //! | file lock (`fcntl.flock`)                | [`FileLock`]: reopened per process automatically |
 //! | `Queue`, `JoinableQueue`                 | [`Queue<T>`], [`JoinableQueue<T>`]: bounded, in shared memory, crash-safe |
@@ -207,7 +208,9 @@ pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, 
 pub use progress::Progress;
 pub use queue::{DEFAULT_MAX_ITEM_BYTES, JoinableQueue, PutError, Queue};
 pub use shm::{Arena, Plain, Segment, ShmBox, ShmSafe};
-pub use sync::{Barrier, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore,
+};
 pub use sys::monotonic_ns;
 pub use value::{AtomicValue, RawValue, Value, ValueGuard};
 

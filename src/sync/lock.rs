@@ -295,6 +295,13 @@ pub struct LockGuard<'a> {
     _not_send: PhantomData<*const ()>,
 }
 
+impl LockGuard<'_> {
+    /// Whether this guard holds `lock`.
+    pub(crate) fn is_of(&self, lock: &Lock) -> bool {
+        std::ptr::eq(self.raw, &*lock.raw)
+    }
+}
+
 impl fmt::Debug for LockGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockGuard").finish_non_exhaustive()

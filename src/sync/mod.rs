@@ -1,19 +1,21 @@
 //! Process-shared synchronisation: [`Lock`] (crash-recoverable), [`RLock`], [`Semaphore`],
-//! [`Event`], [`Barrier`].
+//! [`BoundedSemaphore`], [`Condition`], [`Event`], [`Barrier`].
 //!
 //! All of them live in shared memory created before fork and work between any processes that map
 //! it. Locks are robust pthread mutexes; the others are small atomic protocols that sleep on shared
 //! futexes (never `FUTEX_PRIVATE_FLAG`, which cannot wake another process).
 
 mod barrier;
+mod condition;
 mod event;
 mod lock;
 mod semaphore;
 
 pub use barrier::Barrier;
+pub use condition::Condition;
 pub use event::Event;
 pub use lock::{Lock, LockError, LockGuard, LockStats, RLock, RLockGuard};
-pub use semaphore::Semaphore;
+pub use semaphore::{BoundedSemaphore, Semaphore};
 
 use std::time::{Duration, Instant};
 

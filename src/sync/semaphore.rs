@@ -107,14 +107,81 @@ impl Semaphore {
 
     /// Returns a permit, waking one waiter. Fails only if the count would overflow `u32`.
     pub fn release(&self) -> Result<()> {
-        self.st.count.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| c.checked_add(1)).map_err(|_| {
-            Error::Misuse(
-                "Semaphore::release: the count would overflow u32 (released more often than acquired?)".into(),
-            )
-        })?;
+        self.release_up_to(
+            u32::MAX,
+            "Semaphore::release: the count would overflow u32 (released more often than acquired?)",
+        )
+    }
+
+    fn release_up_to(&self, max: u32, why: &str) -> Result<()> {
+        self.st
+            .count
+            .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| (c < max).then_some(c + 1))
+            .map_err(|_| Error::Misuse(why.into()))?;
         if self.st.waiters.load(Ordering::SeqCst) > 0 {
             futex_wake_one(&self.st.count);
         }
         Ok(())
+    }
+}
+
+/// A [`Semaphore`] that refuses to be released above its initial value, like Python's
+/// `BoundedSemaphore`: an extra `release` is a bug, reported as [`Error::Misuse`] instead of
+/// silently creating a permit.
+///
+/// # Example
+/// ```
+/// let s = mproc::BoundedSemaphore::new(1)?;
+/// s.acquire()?;
+/// s.release()?;
+/// assert!(matches!(s.release(), Err(mproc::Error::Misuse(_))));
+/// # Ok::<(), mproc::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct BoundedSemaphore {
+    sem: Semaphore,
+    max: u32,
+}
+
+impl std::fmt::Debug for BoundedSemaphore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundedSemaphore").field("value", &self.value()).field("max", &self.max).finish()
+    }
+}
+
+impl BoundedSemaphore {
+    /// A semaphore holding `value` permits, and never more.
+    pub fn new(value: u32) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore { sem: Semaphore::new(value)?, max: value })
+    }
+
+    /// The same, in `arena`.
+    pub fn new_in(arena: &Arena, value: u32) -> Result<BoundedSemaphore> {
+        Ok(BoundedSemaphore { sem: Semaphore::new_in(arena, value)?, max: value })
+    }
+
+    /// Permits available now.
+    pub fn value(&self) -> u32 {
+        self.sem.value()
+    }
+
+    /// Takes a permit if one is free.
+    pub fn try_acquire(&self) -> bool {
+        self.sem.try_acquire()
+    }
+
+    /// Takes a permit, waiting as long as it takes.
+    pub fn acquire(&self) -> Result<()> {
+        self.sem.acquire()
+    }
+
+    /// Takes a permit, waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<()> {
+        self.sem.acquire_timeout(timeout)
+    }
+
+    /// Returns a permit; [`Error::Misuse`] if that would exceed the initial value.
+    pub fn release(&self) -> Result<()> {
+        self.sem.release_up_to(self.max, "BoundedSemaphore::release: released more often than acquired")
     }
 }
