@@ -16,7 +16,8 @@
 //! | `Condition`, `BoundedSemaphore`          | [`Condition`], [`BoundedSemaphore`]            |
 //! | `mmap.mmap(-1, 1)` / `RawValue` as a flag | [`Flag`], and the [`EarlyExit`] trait          |
 //! | file lock (`fcntl.flock`)                | [`FileLock`]: reopened per process automatically |
-//! | `Queue`, `JoinableQueue`                 | [`Queue<T>`], [`JoinableQueue<T>`]: bounded, in shared memory, crash-safe |
+//! | `Queue`, `JoinableQueue`, `SimpleQueue`  | [`Queue<T>`], [`JoinableQueue<T>`], [`SimpleQueue`]: bounded, in shared memory, crash-safe |
+//! | `Pipe()` → two `Connection`s             | [`Pipe::new`] → two [`Connection`]s: `send`/`recv`, bytes, `poll`; end of file when the peer drops or dies |
 //! | a progress counter per worker            | [`Progress`]                                   |
 //! | `shared_memory.SharedMemory`             | [`Segment`] (anonymous or named), [`Arena`]    |
 //!
@@ -206,7 +207,7 @@ pub use manager::{Manager, ManagerClient, ManagerFlag};
 pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, PoolBuilder, ResultIter};
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
 pub use progress::Progress;
-pub use queue::{DEFAULT_MAX_ITEM_BYTES, JoinableQueue, PutError, Queue};
+pub use queue::{Connection, DEFAULT_MAX_ITEM_BYTES, JoinableQueue, Pipe, PutError, Queue, SimpleQueue};
 pub use shm::{Arena, Plain, Segment, ShmBox, ShmSafe};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore,

@@ -1,0 +1,75 @@
+//! Pipe: two Connections between processes; end of file when the peer drops or dies.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use mproc::{Error, Pipe, Process};
+
+#[test]
+fn ten_thousand_round_trips_between_two_processes_arrive_in_order() {
+    common::run("pipe_ping_pong", common::SECS(60), || {
+        let (a, b) = Pipe::new().unwrap();
+        let mut p = Process::spawn(move || -> mproc::Result<()> {
+            loop {
+                match b.recv::<(u64, String)>() {
+                    Ok((n, s)) => b.send(&(n + 1, s.to_uppercase()))?,
+                    Err(Error::Disconnected) => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .unwrap();
+        for n in 0..10_000u64 {
+            a.send(&(n, format!("m{n}"))).unwrap();
+            assert_eq!(a.recv::<(u64, String)>().unwrap(), (n + 1, format!("M{n}")));
+        }
+        a.send_bytes(b"\xff\x00raw").unwrap(); // not a valid (u64, String): the child's recv fails
+        let st = p.join().unwrap();
+        assert!(!st.success(), "the child reports the undecodable message: {st}");
+    });
+}
+
+#[test]
+fn a_killed_peer_is_end_of_file_after_the_messages_it_sent() {
+    common::run("pipe_peer_killed", common::SECS(30), || {
+        let (a, b) = Pipe::new().unwrap();
+        let mut p = Process::spawn(move || -> mproc::Result<()> {
+            b.send(&"last words")?;
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(a.recv::<String>().unwrap(), "last words");
+        p.kill().unwrap();
+        p.join().unwrap();
+        let t = Instant::now();
+        assert!(matches!(a.recv::<String>(), Err(Error::Disconnected)));
+        assert!(t.elapsed() < Duration::from_secs(1), "end of file took {:?}", t.elapsed());
+        assert!(a.poll(Duration::ZERO).unwrap(), "poll is true at end of file");
+        assert!(matches!(a.send(&1u8), Err(Error::Disconnected)));
+    });
+}
+
+#[test]
+fn one_way_pipes_poll_timeouts_and_ends_shared_by_two_processes_are_clear_errors() {
+    common::run("pipe_errors", common::SECS(30), || {
+        let (rx, tx) = Pipe::builder().duplex(false).build().unwrap();
+        assert!(matches!(rx.send(&1u8), Err(Error::Misuse(_))));
+        assert!(matches!(tx.recv::<u8>(), Err(Error::Misuse(_))));
+        assert!(!rx.poll(Duration::from_millis(10)).unwrap());
+        assert!(matches!(rx.recv_timeout::<u8>(Duration::from_millis(10)), Err(Error::Timeout)));
+        tx.send(&7u8).unwrap();
+        assert!(rx.poll(Duration::from_millis(10)).unwrap());
+        assert_eq!(rx.recv::<u8>().unwrap(), 7);
+        // `rx` belongs to this process now: a child may not use it too.
+        let mut p = Process::spawn(|| match rx.recv::<u8>() {
+            Err(Error::Misuse(m)) if m.contains("belongs to process") => 0,
+            _ => 1,
+        })
+        .unwrap();
+        assert!(p.join().unwrap().success());
+        let big = Pipe::builder().max_message_bytes(100).build().unwrap();
+        assert!(matches!(big.0.send_bytes(&[0; 200]), Err(Error::MessageTooLarge { .. })));
+    });
+}
