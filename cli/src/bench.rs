@@ -7,6 +7,9 @@ pub enum Command {
     /// Pool overhead: a trivial task (return the input) over many tasks, and pool start-up
     /// (build + one task + close + join).
     Pool(PoolArgs),
+    /// Queue, Pipe and a Unix socket pair between two processes: round-trip latency and
+    /// one-way throughput per message size.
+    Queue(crate::bench_queue::QueueArgs),
 }
 
 #[derive(clap::Args)]
@@ -73,7 +76,10 @@ pub fn parallelism() -> mproc::Result<f64> {
 }
 
 pub fn run(c: Command) -> crate::Result<()> {
-    let Command::Pool(a) = c;
+    let a = match c {
+        Command::Pool(a) => a,
+        Command::Queue(a) => return crate::bench_queue::run(a),
+    };
     if a.repeat == 0 {
         return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()).into());
     }
