@@ -42,8 +42,10 @@ use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 /// Default largest encoded item of [`Queue::new`].
 pub const DEFAULT_MAX_ITEM_BYTES: usize = 64 << 10;
 
-/// How long a blocked side spins before it sleeps.
+/// How long a blocked side spins (yielding the core between bursts) before it sleeps.
 const SPIN: Duration = Duration::from_micros(30);
+/// How long it spins without yielding first.
+const PURE_SPIN: Duration = Duration::from_micros(2);
 
 #[repr(C)]
 struct State {
@@ -223,6 +225,12 @@ fn wait_for(word: &AtomicU32, waiters: &AtomicU32, deadline: Option<Instant>, re
                 return true;
             }
             std::hint::spin_loop();
+        }
+        // After a short pure spin (a hand-off between two running processes takes well under a
+        // microsecond), give the core away between bursts: with more processes than cores, the
+        // side this one waits for may need it.
+        if t0.elapsed() > PURE_SPIN {
+            std::thread::yield_now();
         }
     }
     loop {
