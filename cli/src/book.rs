@@ -165,10 +165,10 @@ pub fn run(a: Args) -> crate::Result<()> {
     claims.push(Claim {
         claim: "Processes speed up CPU-bound work",
         figure: format!("{sp:.2}× with {p} processes (plain dart loop)"),
-        verdict: if busy {
-            undecided()
-        } else if sp >= 1.3 {
+        verdict: if sp >= 1.3 {
             "holds".into()
+        } else if busy {
+            undecided()
         } else {
             format!("not decided this run: {sp:.2}× although the parallelism check said {par:.2} (a noisy neighbour?)")
         },
