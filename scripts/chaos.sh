@@ -74,10 +74,14 @@ one_run() {
         vmem) ulim="ulimit -v 400000" ;;
         nofile) ulim="ulimit -n 64" ;;
     esac
-    # Its own session and process group (setsid execs in place: the pid is the group's id), its
-    # own TMPDIR (manager directories and lock files land there, so leftovers are attributable).
-    TMPDIR=$dir/tmp setsid bash -c "$ulim; exec \"\$@\"" _ "${argv[@]}" >"$dir/out" 2>"$dir/err" &
+    # Its own process group (job control on: the pid is the group's id; without it a background
+    # job would also start with SIGINT ignored, and a shell cannot undo that for its children, so
+    # the SIGINT fault would never reach mproc), its own TMPDIR (manager directories and lock
+    # files land there, so leftovers are attributable).
+    set -m
+    TMPDIR=$dir/tmp bash -c "$ulim; exec \"\$@\"" _ "${argv[@]}" >"$dir/out" 2>"$dir/err" &
     local pid=$!
+    set +m
     local delay=$((RANDOM % 40))
     sleep "0.0$(printf %02d "$delay")"
     local victim=""
