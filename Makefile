@@ -50,3 +50,10 @@ lint:
 clean:
 	-$(MPROC) shm clean 2>/dev/null
 	$(CARGO) clean
+
+# Fault injection against the release CLI (kills, stop/continue, SIGINT to the group, resource
+# limits, several instances at once); not part of `make test`. CHAOS_SECONDS bounds it.
+CHAOS_SECONDS ?= 240
+.PHONY: chaos
+chaos: build
+	bash scripts/chaos.sh --seconds $(CHAOS_SECONDS)

@@ -101,10 +101,55 @@ pub enum Error {
     },
 
     /// No named segment by that name.
-    #[error("no shared segment named {name}")]
+    #[error(
+        "no shared segment named {name} (its creator removed it, or never created it; `mproc shm list` shows the names there are)"
+    )]
     SegmentNotFound {
         /// The name looked for.
         name: String,
+    },
+
+    /// A shared segment's name is not one the system accepts (the reason says why: too long, a
+    /// `/` after the first character, a NUL byte, empty).
+    #[error("bad shared segment name {name:?}: {reason}")]
+    BadSegmentName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A named segment exists but this process may not open it: it belongs to another user, or
+    /// its mode forbids this user (mproc creates segments with mode 0600: their creator's user
+    /// only). Run as that user, or have the creator share it differently.
+    #[error(
+        "permission denied for shared segment {name}{}: this process runs as uid {uid}; \
+         mproc segments are readable and writable by their creator's user only",
+        describe_owner(*.owner, *.mode)
+    )]
+    SegmentPermissionDenied {
+        /// The segment's name.
+        name: String,
+        /// Its owner's uid, when it could be read.
+        owner: Option<u32>,
+        /// Its permission bits, when they could be read.
+        mode: Option<u32>,
+        /// This process's effective uid.
+        uid: u32,
+    },
+
+    /// A call on a named segment failed for another reason (the OS error, and what to do when
+    /// there is something to do).
+    #[error("shared segment {name}: {call} failed: {source}{}", if .hint.is_empty() { String::new() } else { format!("; {}", .hint) })]
+    SegmentIo {
+        /// The segment's name.
+        name: String,
+        /// The call (`shm_open`, `posix_fallocate`, `mmap`, `fstat`).
+        call: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to do about it, or empty.
+        hint: &'static str,
     },
 
     /// A timed wait ran out.
@@ -222,6 +267,13 @@ fn describe_end(signal: Option<Signal>, code: Option<i32>) -> String {
         (Some(s), _) => format!("killed by {s}"),
         (None, Some(c)) => format!("exit code {c}"),
         (None, None) => "cause unknown".into(),
+    }
+}
+
+fn describe_owner(owner: Option<u32>, mode: Option<u32>) -> String {
+    match (owner, mode) {
+        (Some(u), Some(m)) => format!(" (owned by uid {u}, mode {m:04o})"),
+        _ => String::new(),
     }
 }
 

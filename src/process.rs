@@ -109,13 +109,16 @@ pub(crate) fn fork_child(
         let _ = std::io::stdout().flush();
     }
     let parent = sys::current_pid();
+    // PR_SET_PDEATHSIG follows the forking *thread*; `child_prepare` ties the child to the
+    // process instead when this is not the main thread (see there for how).
+    let from_main_thread = sys::on_main_thread();
     // SAFETY: the child branch only calls `child_prepare` (async-signal-safe) before the child's
     // code, and leaves through `exit_now`, never returning into the parent's frames. A fork of a
     // multi-threaded parent happens only under `ForkPolicy::allow_threads`, whose caller vouched
     // that no other thread is in a state the child could trip over.
     match unsafe { sys::fork()? } {
         Fork::Child => {
-            sys::child_prepare(parent, die_with_parent, single_threaded, keep_fds);
+            sys::child_prepare(parent, die_with_parent, from_main_thread, single_threaded, keep_fds);
             let code = child();
             sys::exit_now(code)
         }
@@ -263,6 +266,8 @@ pub struct ProcessBuilder {
     outlive_parent: bool,
     /// mproc's own descriptors the child keeps (the Manager server's listening socket).
     keep_fds: Vec<i32>,
+    /// User and group to switch to in the child.
+    user: Option<(u32, u32)>,
 }
 
 impl ProcessBuilder {
@@ -272,10 +277,27 @@ impl ProcessBuilder {
         self
     }
 
-    /// Whether the child is killed when the thread that forked it ends (`PR_SET_PDEATHSIG`;
-    /// default `true`). A child that outlives its parent must watch for that itself and end.
+    /// Whether the child is killed when this **process** ends (default `true`). A child that
+    /// outlives its parent must watch for that itself and end.
+    ///
+    /// The kernel's parent-death signal (`PR_SET_PDEATHSIG`) follows the *thread* that forked:
+    /// on its own, a child spawned from a helper thread would die as soon as that thread
+    /// returned. mproc ties the child to the process instead: from the main thread the signal
+    /// is `SIGKILL`; from any other thread it is the second-highest real-time signal
+    /// (`SIGRTMAX - 1`), whose handler kills the child only once the parent process is gone
+    /// (its parent pid changed). Such a child must not install its own handler for that signal
+    /// or block it; if it `exec`s, the handler is lost and a helper thread's end kills it again —
+    /// spawn it from the main thread, or with `die_with_parent(false)`.
     pub fn die_with_parent(mut self, yes: bool) -> Self {
         self.outlive_parent = !yes;
+        self
+    }
+
+    /// Runs the child as user `uid`, group `gid` (supplementary groups dropped) — a parent
+    /// running as root handing work to an unprivileged child. Set before the closure runs; if
+    /// the change is refused, the child fails (`ExitStatus::Failed`) without running it.
+    pub fn user(mut self, uid: u32, gid: u32) -> Self {
+        self.user = Some((uid, gid));
         self
     }
 
@@ -298,7 +320,14 @@ impl ProcessBuilder {
             bytes: [const { AtomicU8::new(0) }; MESSAGE_CAP],
         })?;
         let child_slot = &*slot;
+        let user = self.user;
         let pid = fork_child(self.policy, !self.outlive_parent, &self.keep_fds, move || {
+            if let Some((uid, gid)) = user
+                && let Err(e) = sys::set_user(uid, gid)
+            {
+                child_slot.put(FAILED, &format!("cannot switch to uid {uid}, gid {gid}: {e}"));
+                return 1;
+            }
             match catch_unwind(AssertUnwindSafe(f)) {
                 Ok(r) => {
                     let (code, msg) = r.into_exit();
@@ -324,8 +353,9 @@ impl ProcessBuilder {
 ///
 /// The closure runs on the child's copy of this process's memory: it can use anything the parent
 /// had (no pickling, no `Send` or `'static` bound), but its writes reach the parent only through
-/// shared memory (`Value`, `Array`, `Flag`, …). The child dies with its parent (`PR_SET_PDEATHSIG`)
-/// and never runs the parent's destructors.
+/// shared memory (`Value`, `Array`, `Flag`, …). The child dies with its parent process — not with
+/// the thread that spawned it (see [`ProcessBuilder::die_with_parent`]) — and never runs the
+/// parent's destructors.
 ///
 /// **Dropping a `Process` that was not joined kills it (SIGKILL) and reaps it**, so no child
 /// outlives its handle and no zombie is left. Join it to let it finish. The type is

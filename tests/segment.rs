@@ -158,10 +158,12 @@ fn an_arena_packs_objects_on_separate_cache_lines_and_reports_when_full() {
 #[test]
 fn stale_segments_of_dead_processes_are_cleaned() {
     common::run("segment_cleanup", common::SECS(30), || {
-        // A child creates a named segment and is killed before it can unlink it.
+        // A child creates a named segment, hands it on (so its guardian leaves it alone) and is
+        // killed: only `cleanup_stale` removes it then.
         let name = mproc::Value::new([0u8; 32]).unwrap();
         let mut p = mproc::Process::spawn(|| {
             let seg = Segment::create_named(4096).unwrap();
+            seg.persist().unwrap();
             let n = seg.name().unwrap().as_bytes();
             name.lock().unwrap()[..n.len()].copy_from_slice(n);
             // SAFETY: raising a signal has no memory-safety preconditions.
@@ -175,6 +177,68 @@ fn stale_segments_of_dead_processes_are_cleaned() {
         let removed = Segment::cleanup_stale().unwrap();
         assert!(removed.contains(&leaked), "{removed:?}");
         assert!(!std::path::Path::new(&format!("/dev/shm/{leaked}")).exists());
+    });
+}
+
+#[test]
+fn bad_segment_names_are_refused_with_the_reason() {
+    let reason = |name: &str| match Segment::open(name) {
+        Err(e @ Error::BadSegmentName { .. }) => e.to_string(),
+        other => panic!("{name:?}: expected BadSegmentName, got {other:?}"),
+    };
+    let long = "a".repeat(256);
+    let msg = reason(&long);
+    assert!(msg.contains("256 bytes long") && msg.contains("at most 255"), "{msg}");
+    assert!(reason("mproc/x").contains("contains `/`"));
+    assert!(reason("/a/b").contains("contains `/`"));
+    assert!(reason("a\0b").contains("NUL"));
+    assert!(reason("").contains("empty"));
+    assert!(reason("/").contains("empty"));
+    assert!(reason("..").contains("not names"));
+    // 255 bytes is a valid name, just not there.
+    assert!(matches!(Segment::open(&"a".repeat(255)), Err(Error::SegmentNotFound { .. })));
+    assert!(matches!(Segment::unlink("a/b"), Err(Error::BadSegmentName { .. })));
+}
+
+#[test]
+fn a_missing_segment_is_named_in_the_error() {
+    match Segment::open("/mproc-0-nosuchsegment") {
+        Err(e @ Error::SegmentNotFound { .. }) => {
+            let Error::SegmentNotFound { name } = &e else { unreachable!() };
+            assert_eq!(name, "mproc-0-nosuchsegment");
+            assert!(e.to_string().contains("no shared segment named mproc-0-nosuchsegment"), "{e}");
+        }
+        other => panic!("expected SegmentNotFound, got {other:?}"),
+    }
+}
+
+#[test]
+fn another_users_segment_is_permission_denied_naming_owner_and_mode() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to create a segment another user may not open");
+        return;
+    }
+    common::run("segment_permission", common::SECS(30), || {
+        let seg = Segment::create_named(4096).unwrap();
+        let name = seg.name().unwrap().to_owned();
+        let mut child = mproc::Process::builder()
+            .user(65534, 65534)
+            .spawn(|| -> Result<(), String> {
+                match Segment::open(&name) {
+                    Err(e @ Error::SegmentPermissionDenied { owner: Some(0), mode: Some(0o600), uid: 65534, .. }) => {
+                        let msg = e.to_string();
+                        if msg.contains(&name) && msg.contains("uid 65534") && msg.contains("mode 0600") {
+                            Ok(())
+                        } else {
+                            Err(format!("unclear message: {msg}"))
+                        }
+                    }
+                    other => Err(format!("expected SegmentPermissionDenied, got {other:?}")),
+                }
+            })
+            .unwrap();
+        assert!(child.join().unwrap().success(), "{:?}", child.exit_status());
     });
 }
 

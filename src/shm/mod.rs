@@ -9,9 +9,13 @@
 //!   name is random (`mproc-<pid>-<12 hex>`), created with `O_EXCL` and mode 0600, and its whole size
 //!   is reserved up front so a full `/dev/shm` is an error now, not a `SIGBUS` later. Only the
 //!   process that created it unlinks it — a forked child dropping its copy does not (the
-//!   `shared_memory` crate gets this wrong, which is why mproc does not build on it).
+//!   `shared_memory` crate gets this wrong, which is why mproc does not build on it). If the
+//!   creator dies without unlinking (SIGKILL), its **guardian** process removes the name (see
+//!   `guardian.rs` for the design); [`Segment::persist`] hands a name on so that it outlives its
+//!   creator.
 
 pub(crate) mod arena;
+mod guardian;
 mod safe;
 mod segment;
 mod shmbox;

@@ -1,7 +1,9 @@
 use std::ffi::CString;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+use crate::shm::guardian::{self, Kind, Ticket};
 use crate::shm::{Plain, ShmSafe};
 use crate::sys;
 
@@ -12,8 +14,31 @@ pub(crate) const NAME_PREFIX: &str = "mproc-";
 #[derive(Debug)]
 pub(crate) struct Mapping {
     map: sys::Mapped,
-    /// Named segments: the `shm_open` name, and the pid that created it (0 if opened).
-    name: Option<(CString, i32)>,
+    /// Named segments only.
+    name: Option<Named>,
+}
+
+/// A named segment's name and who removes it.
+#[derive(Debug)]
+struct Named {
+    /// The `shm_open` name (with the leading `/`).
+    name: CString,
+    /// The pid that created it (0 if this process opened it by name).
+    creator: i32,
+    /// The pid that removes the name when its last handle drops: the creator, or 0 when the
+    /// segment was opened by name or persisted.
+    unlinker: AtomicI32,
+    /// The creator's entry in its guardian's table (`NO_TICKET` if none).
+    ticket: AtomicU64,
+}
+
+const NO_TICKET: u64 = u64::MAX;
+
+impl Named {
+    fn take_ticket(&self) -> Option<Ticket> {
+        let t = self.ticket.swap(NO_TICKET, Ordering::AcqRel);
+        (t != NO_TICKET).then(|| Ticket::from_raw(t))
+    }
 }
 
 // SAFETY: the mapping is plain shared memory; handles only hand out access through types whose
@@ -42,14 +67,48 @@ impl Drop for Mapping {
         // SAFETY: the mapping is ours and every handle into it (ShmBox, Segment) holds this Arc,
         // so none is left when it drops.
         unsafe { sys::unmap(self.map) };
-        if let Some((name, creator)) = &self.name {
+        if let Some(n) = &self.name {
             // Only the creating process unlinks: a forked child that drops its copy must not
             // remove the name its parent (or an unrelated reader) still relies on.
-            if *creator == sys::current_pid() {
-                sys::shm_unlink(name);
+            if n.unlinker.load(Ordering::Relaxed) == sys::current_pid() {
+                // Unlinked first, then released: dying in between leaves the guardian a name that
+                // is already gone, never a name that nobody removes.
+                sys::shm_unlink(&n.name);
+                if let Some(t) = n.take_ticket() {
+                    guardian::release(t);
+                }
             }
         }
     }
+}
+
+/// Checks a segment name as a caller gave it and makes the `shm_open` name (leading `/`).
+fn segment_cname(name: &str) -> Result<CString> {
+    let bad = |reason: &str| Err(Error::BadSegmentName { name: name.to_owned(), reason: reason.to_owned() });
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.is_empty() {
+        return bad("empty");
+    }
+    if bare.len() > sys::MAX_NAME_LEN {
+        return Err(Error::BadSegmentName {
+            name: name.to_owned(),
+            reason: format!(
+                "{} bytes long; Linux allows at most {} (without the leading `/`)",
+                bare.len(),
+                sys::MAX_NAME_LEN
+            ),
+        });
+    }
+    if bare.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    if bare.contains('/') {
+        return bad("contains `/` (only one leading `/` is allowed: a segment name is a single path component)");
+    }
+    if bare == "." || bare == ".." {
+        return bad("`.` and `..` are not names");
+    }
+    Ok(CString::new(format!("/{bare}")).expect("checked for NUL above"))
 }
 
 fn round_to_page(len: usize) -> Result<usize> {
@@ -89,7 +148,16 @@ impl Segment {
 
     /// A new named segment of at least `len` bytes with a fresh random name, mode 0600. Its
     /// whole size is reserved now: asking for more than `/dev/shm` has free returns
-    /// [`Error::SegmentTooLarge`]. The name is removed when this process drops its last handle.
+    /// [`Error::SegmentTooLarge`].
+    ///
+    /// The name is removed when this process drops its last handle — and, if this process dies
+    /// first (SIGKILL, abort, the OOM killer), within moments by its **guardian**: a small helper
+    /// process started with the first live named segment and stopped with the last one, which
+    /// watches this process and removes the names still registered when it ends (see
+    /// [`Segment::guardian_pid`]). It never removes a name while this process lives. To hand the
+    /// name on so that it outlives this process, call [`Segment::persist`].
+    ///
+    /// The name is `mproc-<pid>-<12 hex digits>`: at most 31 bytes, the portable limit.
     pub fn create_named(len: usize) -> Result<Segment> {
         if len == 0 {
             return Err(Error::InvalidArgument("a segment needs a length of at least 1 byte".into()));
@@ -100,33 +168,107 @@ impl Segment {
         let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
         let name =
             CString::new(format!("/{NAME_PREFIX}{}-{hex}", sys::current_pid())).expect("generated name has no NUL");
-        let fd = sys::shm_create(&name, len)?;
-        let map = match sys::map_fd(&fd, len) {
-            Ok(m) => m,
+        // Registered before it exists: there is no moment when the name is there and nobody
+        // would remove it.
+        let ticket = guardian::register(Kind::Shm, &name)?;
+        let fd = match sys::shm_create(&name, len) {
+            Ok(fd) => fd,
             Err(e) => {
-                sys::shm_unlink(&name);
+                guardian::release(ticket);
                 return Err(e);
             }
         };
-        Ok(Segment { map: Arc::new(Mapping { map, name: Some((name, sys::current_pid())) }) })
+        let map = match sys::map_fd(&fd, len, &name) {
+            Ok(m) => m,
+            Err(e) => {
+                sys::shm_unlink(&name);
+                guardian::release(ticket);
+                return Err(e);
+            }
+        };
+        let named = Named {
+            name,
+            creator: sys::current_pid(),
+            unlinker: AtomicI32::new(sys::current_pid()),
+            ticket: AtomicU64::new(ticket.into_raw()),
+        };
+        Ok(Segment { map: Arc::new(Mapping { map, name: Some(named) }) })
     }
 
     /// Opens a named segment created by another process (with or without the leading `/`).
     /// This handle never unlinks it.
+    ///
+    /// Names are checked first: at most 255 bytes (Linux's limit for a name in `/dev/shm`;
+    /// mproc's own names stay within the portable 31), not empty, no `/` after an optional
+    /// leading one, no NUL, not `.` or `..` — each a [`Error::BadSegmentName`] saying which.
+    /// A name that does not exist is [`Error::SegmentNotFound`]; one this user may not open is
+    /// [`Error::SegmentPermissionDenied`] (with its owner and mode).
     pub fn open(name: &str) -> Result<Segment> {
-        let full = if name.starts_with('/') { name.to_owned() } else { format!("/{name}") };
-        let cname = CString::new(full).map_err(|_| Error::InvalidArgument("segment name contains NUL".into()))?;
+        let cname = segment_cname(name)?;
         let (fd, len) = sys::shm_open(&cname)?;
         if len == 0 {
-            return Err(Error::InvalidArgument(format!("segment {name} has size 0")));
+            return Err(Error::InvalidArgument(format!(
+                "segment {} has size 0 (its creator has not sized it yet, or it is not an mproc segment)",
+                name.trim_start_matches('/')
+            )));
         }
-        let map = sys::map_fd(&fd, len)?;
-        Ok(Segment { map: Arc::new(Mapping { map, name: Some((cname, 0)) }) })
+        let map = sys::map_fd(&fd, len, &cname)?;
+        let named = Named { name: cname, creator: 0, unlinker: AtomicI32::new(0), ticket: AtomicU64::new(NO_TICKET) };
+        Ok(Segment { map: Arc::new(Mapping { map, name: Some(named) }) })
+    }
+
+    /// Hands the name on: neither this process nor its guardian removes it any more, so it
+    /// outlives this process until someone calls `shm_unlink` on it (another process that took
+    /// ownership, or `mproc shm clean` / [`Segment::cleanup_stale`], which removes names of
+    /// creators that no longer exist, persisted or not).
+    ///
+    /// Only the creating process can persist a segment ([`Error::Misuse`] otherwise); anonymous
+    /// segments have no name ([`Error::InvalidArgument`]). Persisting twice is harmless.
+    ///
+    /// # Example
+    /// ```
+    /// let seg = mproc::Segment::create_named(4096)?;
+    /// seg.persist()?;
+    /// let name = seg.name().unwrap().to_owned();
+    /// drop(seg);
+    /// let again = mproc::Segment::open(&name)?; // still there
+    /// # drop(again); mproc::Segment::unlink(&name)?;
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn persist(&self) -> Result<()> {
+        let Some(n) = &self.map.name else {
+            return Err(Error::InvalidArgument("an anonymous segment has no name to persist".into()));
+        };
+        let me = sys::current_pid();
+        if n.creator != me {
+            return Err(Error::Misuse(format!(
+                "segment {} was not created by this process (pid {me}); only its creator can persist it",
+                self.name().unwrap_or("?")
+            )));
+        }
+        n.unlinker.store(0, Ordering::Relaxed);
+        if let Some(t) = n.take_ticket() {
+            guardian::release(t);
+        }
+        Ok(())
+    }
+
+    /// Removes the name `name` from `/dev/shm` (the segment itself lives on in the processes that
+    /// map it). For names handed on with [`Segment::persist`]. Errors as for [`Segment::open`].
+    pub fn unlink(name: &str) -> Result<()> {
+        let cname = segment_cname(name)?;
+        sys::shm_remove(&cname)
+    }
+
+    /// The pid of this process's guardian, if one runs (it runs while this process has a live
+    /// named segment it created and did not persist). For diagnostics and tests.
+    pub fn guardian_pid() -> Option<i32> {
+        guardian::guardian_pid()
     }
 
     /// The name to pass to [`Segment::open`] (no leading `/`); `None` for anonymous segments.
     pub fn name(&self) -> Option<&str> {
-        self.map.name.as_ref().and_then(|(n, _)| n.to_str().ok()).map(|n| n.trim_start_matches('/'))
+        self.map.name.as_ref().and_then(|n| n.name.to_str().ok()).map(|n| n.trim_start_matches('/'))
     }
 
     /// Length in bytes (a whole number of pages).

@@ -20,10 +20,6 @@ pub(crate) fn page_size() -> usize {
     if n > 0 { n as usize } else { 4096 }
 }
 
-fn last_os_error(call: &'static str) -> Error {
-    Error::Sys { call, source: io::Error::last_os_error() }
-}
-
 /// `mmap(MAP_SHARED | MAP_ANONYMOUS)`: memory that a forked child shares with its parent.
 ///
 /// The pages are zero-filled and allocated on first touch. A request the kernel's commit limit
@@ -50,17 +46,72 @@ pub(crate) fn map_shared_anonymous(len: usize) -> Result<Mapped> {
     Ok(Mapped { ptr: NonNull::new(p.cast()).expect("mmap returned null without MAP_FIXED"), len })
 }
 
-/// Maps `len` bytes of a shared-memory file descriptor, read-write and shared.
-pub(crate) fn map_fd(fd: &OwnedFd, len: usize) -> Result<Mapped> {
+/// Maps `len` bytes of the shared-memory object `name` (open as `fd`), read-write and shared.
+pub(crate) fn map_fd(fd: &OwnedFd, len: usize, name: &CStr) -> Result<Mapped> {
     // SAFETY: a fresh MAP_SHARED mapping of a file we hold open; a null hint aliases nothing.
     let p = unsafe {
         libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
     };
     if p == libc::MAP_FAILED {
-        return Err(last_os_error("mmap"));
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOMEM) {
+            return Err(Error::SegmentTooLarge { requested: len as u64, available: available_memory() });
+        }
+        return Err(segment_error(name, "mmap", e));
     }
     Ok(Mapped { ptr: NonNull::new(p.cast()).expect("mmap returned null without MAP_FIXED"), len })
 }
+
+/// The name as the caller spells it (no leading `/`).
+fn display_name(name: &CStr) -> String {
+    name.to_string_lossy().trim_start_matches('/').to_owned()
+}
+
+/// Turns the errno of a call on the shared-memory object `name` into an error a caller can act
+/// on: which segment, which call, and what the reason means.
+fn segment_error(name: &CStr, call: &'static str, e: io::Error) -> Error {
+    let shown = display_name(name);
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Error::SegmentNotFound { name: shown },
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            // Who owns it, so the message can say why this process may not open it.
+            let mut path = Vec::with_capacity(9 + shown.len());
+            path.extend_from_slice(b"/dev/shm/");
+            path.extend_from_slice(shown.as_bytes());
+            let owner = std::ffi::CString::new(path).ok().and_then(|p| {
+                let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+                // SAFETY: `p` is a valid C string and `st` writable memory of the right type.
+                (unsafe { libc::stat(p.as_ptr(), st.as_mut_ptr()) } == 0).then(|| {
+                    // SAFETY: stat returned 0, so it filled `st`.
+                    let st = unsafe { st.assume_init() };
+                    (st.st_uid, st.st_mode & 0o777)
+                })
+            });
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            Error::SegmentPermissionDenied { name: shown, owner: owner.map(|o| o.0), mode: owner.map(|o| o.1), uid: me }
+        }
+        Some(libc::ENAMETOOLONG) => {
+            Error::BadSegmentName { name: shown, reason: format!("longer than {MAX_NAME_LEN} bytes") }
+        }
+        Some(libc::EINVAL) if call == "shm_open" => Error::BadSegmentName {
+            name: shown,
+            reason: "not a valid shared-memory name (one path component, no `/` after the first character)".into(),
+        },
+        Some(libc::EMFILE) | Some(libc::ENFILE) => Error::SegmentIo {
+            name: shown,
+            call,
+            source: e,
+            hint: "too many open files: raise the descriptor limit (ulimit -n) or close some",
+        },
+        _ => Error::SegmentIo { name: shown, call, source: e, hint: "" },
+    }
+}
+
+/// Longest segment name Linux accepts (`NAME_MAX` of the tmpfs behind `/dev/shm`), without the
+/// leading `/`. mproc's own generated names stay within 31 bytes, the portable limit of systems
+/// with short shared-memory names.
+pub(crate) const MAX_NAME_LEN: usize = 255;
 
 /// Unmaps a mapping made by this module.
 ///
@@ -105,7 +156,7 @@ pub(crate) fn shm_create(name: &CStr, len: usize) -> Result<OwnedFd> {
     let fd =
         unsafe { libc::shm_open(name.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600) };
     if fd < 0 {
-        return Err(last_os_error("shm_open"));
+        return Err(segment_error(name, "shm_open", io::Error::last_os_error()));
     }
     // SAFETY: shm_open returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -116,7 +167,7 @@ pub(crate) fn shm_create(name: &CStr, len: usize) -> Result<OwnedFd> {
         if rc == libc::ENOSPC || rc == libc::EFBIG {
             return Err(Error::SegmentTooLarge { requested: len as u64, available: shm_available() });
         }
-        return Err(Error::Sys { call: "posix_fallocate", source: io::Error::from_raw_os_error(rc) });
+        return Err(segment_error(name, "posix_fallocate", io::Error::from_raw_os_error(rc)));
     }
     Ok(fd)
 }
@@ -126,18 +177,14 @@ pub(crate) fn shm_open(name: &CStr) -> Result<(OwnedFd, usize)> {
     // SAFETY: `name` is a valid C string; no O_CREAT, so no mode is needed.
     let fd = unsafe { libc::shm_open(name.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
     if fd < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::NotFound {
-            return Err(Error::SegmentNotFound { name: name.to_string_lossy().into_owned() });
-        }
-        return Err(Error::Sys { call: "shm_open", source: e });
+        return Err(segment_error(name, "shm_open", io::Error::last_os_error()));
     }
     // SAFETY: shm_open returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `fd` is open and `st` is writable memory of the right type.
     if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return Err(last_os_error("fstat"));
+        return Err(segment_error(name, "fstat", io::Error::last_os_error()));
     }
     // SAFETY: fstat returned 0, so it filled `st`.
     let size = unsafe { st.assume_init() }.st_size as usize;
@@ -148,6 +195,22 @@ pub(crate) fn shm_open(name: &CStr) -> Result<(OwnedFd, usize)> {
 pub(crate) fn shm_unlink(name: &CStr) {
     // SAFETY: `name` is a valid C string.
     unsafe { libc::shm_unlink(name.as_ptr()) };
+}
+
+/// Removes a shared-memory object's name, reporting why it could not be.
+pub(crate) fn shm_remove(name: &CStr) -> Result<()> {
+    // SAFETY: `name` is a valid C string.
+    if unsafe { libc::shm_unlink(name.as_ptr()) } != 0 {
+        return Err(segment_error(name, "shm_unlink", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Removes a file's name (`unlink(2)`); errors are ignored, the name may already be gone.
+/// Async-signal-safe.
+pub(crate) fn unlink_path(path: &CStr) {
+    // SAFETY: `path` is a valid C string.
+    unsafe { libc::unlink(path.as_ptr()) };
 }
 
 /// Fills `buf` from the kernel's random source.

@@ -21,7 +21,9 @@
 //!    allocation, no lock: note whether the parent was verified single-threaded; close every
 //!    descriptor of mproc's own (pidfds, eventfds, Manager sockets: the registry in `fds`) except
 //!    the ones this child is handed (`keep_fds`); `prctl(PR_SET_PDEATHSIG)` so the child dies with
-//!    its parent, and `getppid` to catch a parent that died before that call.
+//!    its parent *process* (the signal follows the forking thread, so a child forked from a helper
+//!    thread gets a handler that checks `getppid` first: see `child_prepare`), and `getppid` to
+//!    catch a parent that died before that call.
 //! 3. **The child's code** then runs on the child's copy of the parent's stack, inside
 //!    `catch_unwind`. Its panic message is copied into a shared slot allocated in step 1.
 //! 4. **The child never returns** into the parent's stack frames and never runs the parent's
@@ -47,12 +49,13 @@ mod signal;
 pub(crate) use fds::Registered;
 pub(crate) use futex::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 pub(crate) use mem::{
-    Mapped, map_fd, map_shared_anonymous, page_size, random_bytes, shm_create, shm_open, shm_unlink, unmap,
+    MAX_NAME_LEN, Mapped, map_fd, map_shared_anonymous, page_size, random_bytes, shm_create, shm_open, shm_remove,
+    shm_unlink, unlink_path, unmap,
 };
 pub use proc::monotonic_ns;
 pub(crate) use proc::{
-    Fork, PidFd, WaitOutcome, child_prepare, current_pid, exit_now, fork, kill, parent_pid, pid_alive, thread_count,
-    wait_exit, wait_readable,
+    Fork, PidFd, WaitOutcome, chdir_root, child_prepare, close_all_fds_except, current_pid, exit_now, fork, kill,
+    on_main_thread, parent_pid, pid_alive, pidfd_open_raw, poll_two, set_user, thread_count, wait_exit, wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};
 pub(crate) use signal::{EventFd, SigintGuard, ignore_signal, take_sigint};

@@ -54,19 +54,148 @@ pub(crate) fn exit_now(code: i32) -> ! {
 
 /// First thing a forked child does (fork rule 2), async-signal-safe throughout: note whether the
 /// parent was verified single-threaded, close mproc's inherited descriptors except `keep_fds`,
-/// die with the parent (`PR_SET_PDEATHSIG`) and leave at once if the parent already died before
-/// that took effect.
-pub(crate) fn child_prepare(parent: i32, die_with_parent: bool, single_threaded: bool, keep_fds: &[i32]) {
+/// die with the parent *process* and leave at once if it already died before that took effect.
+///
+/// `PR_SET_PDEATHSIG` fires when the parent **thread** that forked the child ends, not when the
+/// parent process does: a child forked from a helper thread would be killed when that thread
+/// returns, while the process (and the handle that will join the child) lives on. So:
+/// - forked from the main thread (`from_main_thread`), the death signal is `SIGKILL`, as robust
+///   as it gets (it cannot be caught or blocked). The main thread ending ends the process, except
+///   after a `pthread_exit` from `main`, which Rust programs do not do;
+/// - forked from any other thread, the death signal is [`PARENT_GONE_SIGNAL`] with a handler that
+///   checks `getppid()`: when the forking thread ends the kernel hands the child to another
+///   thread of the same process, so the parent's pid is unchanged and the child keeps running;
+///   when the whole process is gone, the child is reparented (to init or a subreaper) and kills
+///   itself with `SIGKILL`.
+pub(crate) fn child_prepare(
+    parent: i32,
+    die_with_parent: bool,
+    from_main_thread: bool,
+    single_threaded: bool,
+    keep_fds: &[i32],
+) {
     LOCKS_MAY_BE_HELD.store(!single_threaded, Ordering::Relaxed);
     super::fds::close_registered_except(keep_fds);
     if !die_with_parent {
         return;
     }
+    let sig = if from_main_thread {
+        libc::SIGKILL
+    } else {
+        PARENT.store(parent, Ordering::Relaxed);
+        // SAFETY: a zeroed sigaction is a valid starting point; the handler is async-signal-safe
+        // (getppid, getpid, kill).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_parent_thread_gone as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(parent_gone_signal(), &sa, std::ptr::null_mut());
+        }
+        parent_gone_signal()
+    };
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on the calling process.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
     if parent_pid() != parent {
         exit_now(128 + libc::SIGKILL);
     }
+}
+
+/// The parent-death signal of a child forked from a thread other than the main one (see
+/// [`child_prepare`]): the second-highest real-time signal. Such a child must leave it alone.
+pub(crate) fn parent_gone_signal() -> i32 {
+    libc::SIGRTMAX() - 1
+}
+
+/// The pid of the process that forked this one (children forked from a non-main thread).
+static PARENT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_parent_thread_gone(_: libc::c_int) {
+    // A thread of the parent ended: only the end of the whole process counts.
+    if parent_pid() != PARENT.load(Ordering::Relaxed) {
+        // SAFETY: getpid and kill are async-signal-safe; SIGKILL ends this process here.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// Whether the calling thread is the process's main thread (its tid is the pid).
+pub(crate) fn on_main_thread() -> bool {
+    // SAFETY: gettid and getpid have no preconditions and cannot fail.
+    unsafe { libc::gettid() == libc::getpid() }
+}
+
+/// Closes every descriptor of this process except `keep` (which may be -1): a process forked to
+/// outlive its parent (the guardian) must not hold the parent's pipes, sockets or files open.
+/// Async-signal-safe.
+pub(crate) fn close_all_fds_except(keep: i32) {
+    if keep > 0 {
+        close_fds(0, keep as u32 - 1);
+    }
+    if keep >= 0 { close_fds(keep as u32 + 1, u32::MAX) } else { close_fds(0, u32::MAX) }
+}
+
+/// Closes descriptors `lo..=hi`. Async-signal-safe.
+fn close_fds(lo: u32, hi: u32) {
+    // SAFETY: close_range only closes descriptors of this process; the caller (a freshly forked
+    // child) uses none of them.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) };
+    if rc != 0 {
+        // Kernels before 5.9: one by one, up to the descriptor limit.
+        // SAFETY: sysconf has no preconditions.
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(1024, 1 << 20) as u32;
+        for fd in lo..=hi.min(max) {
+            // SAFETY: as above.
+            unsafe { libc::close(fd as i32) };
+        }
+    }
+}
+
+/// `pidfd_open(pid)` without registering the descriptor (for a process that never forks again):
+/// the raw descriptor, or `None`. Async-signal-safe.
+pub(crate) fn pidfd_open_raw(pid: i32) -> Option<i32> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (fd >= 0).then_some(fd as i32)
+}
+
+/// Waits until `a` or `b` (either may be -1) is readable or `timeout_ms` passes (-1: forever);
+/// returns which are. No allocation: async-signal-safe.
+pub(crate) fn poll_two(a: i32, b: i32, timeout_ms: i32) -> (bool, bool) {
+    let mut p = [
+        libc::pollfd { fd: a, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: b, events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: `p` is a valid array of two pollfd structures (negative fds are ignored).
+    let n = unsafe { libc::poll(p.as_mut_ptr(), 2, timeout_ms) };
+    if n <= 0 {
+        return (false, false);
+    }
+    (p[0].revents != 0, p[1].revents != 0)
+}
+
+/// Moves to `/`, so a long-lived helper process pins no directory (and no mount).
+pub(crate) fn chdir_root() {
+    // SAFETY: the path is a valid C string.
+    unsafe { libc::chdir(c"/".as_ptr()) };
+}
+
+/// Sets this process's user and group ids to `uid`/`gid` and drops supplementary groups (raw
+/// system calls, not glibc's wrappers: those signal every thread and take locks, which a forked
+/// child must not). For a child that must run as another user.
+pub(crate) fn set_user(uid: u32, gid: u32) -> Result<()> {
+    // SAFETY: setgroups with an empty list reads no memory.
+    if unsafe { libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) } != 0 {
+        return Err(Error::Sys { call: "setgroups", source: io::Error::last_os_error() });
+    }
+    // SAFETY: setgid/setuid take plain integers.
+    if unsafe { libc::syscall(libc::SYS_setgid, gid) } != 0 {
+        return Err(Error::Sys { call: "setgid", source: io::Error::last_os_error() });
+    }
+    // SAFETY: as above.
+    if unsafe { libc::syscall(libc::SYS_setuid, uid) } != 0 {
+        return Err(Error::Sys { call: "setuid", source: io::Error::last_os_error() });
+    }
+    Ok(())
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so times taken
@@ -174,6 +303,14 @@ impl PidFd {
         }
         // SAFETY: the syscall returned a new descriptor that nothing else owns.
         Ok(PidFd(Registered::new(unsafe { OwnedFd::from_raw_fd(fd as i32) })?))
+    }
+}
+
+impl PidFd {
+    /// Sends `sig` to the process (`pidfd_send_signal`); a process already gone is not an error.
+    pub(crate) fn send_signal(&self, sig: i32) {
+        // SAFETY: pidfd_send_signal takes a descriptor, a signal, a null siginfo and flags.
+        unsafe { libc::syscall(libc::SYS_pidfd_send_signal, self.as_raw_fd(), sig, std::ptr::null::<u8>(), 0) };
     }
 }
 

@@ -35,9 +35,7 @@ impl EventFd {
 
     /// Resets the counter to 0 (non-blocking).
     pub(crate) fn drain(&self) {
-        let mut v = 0u64;
-        // SAFETY: reads 8 bytes into a local u64; EAGAIN (already 0) is fine.
-        unsafe { libc::read(self.0.as_raw_fd(), (&raw mut v).cast(), 8) };
+        drain_raw(self.0.as_raw_fd());
     }
 }
 
@@ -45,6 +43,13 @@ impl AsRawFd for EventFd {
     fn as_raw_fd(&self) -> i32 {
         self.0.as_raw_fd()
     }
+}
+
+/// Resets the counter of the eventfd `fd` to 0 (non-blocking). Async-signal-safe.
+fn drain_raw(fd: i32) {
+    let mut v = 0u64;
+    // SAFETY: reads 8 bytes into a local u64; EAGAIN (already 0) is fine.
+    unsafe { libc::read(fd, (&raw mut v).cast(), 8) };
 }
 
 fn notify_raw(fd: i32) {
