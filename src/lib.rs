@@ -208,7 +208,7 @@ pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, Pool
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
 pub use progress::Progress;
 pub use queue::{Connection, DEFAULT_MAX_ITEM_BYTES, JoinableQueue, Pipe, PutError, Queue, SimpleQueue};
-pub use shm::{Arena, Plain, Segment, ShmBox, ShmSafe};
+pub use shm::{Arena, GuardedFile, Plain, Segment, ShmBox, ShmSafe};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore,
 };

@@ -254,3 +254,37 @@ fn a_child_spawned_from_a_helper_thread_still_dies_with_the_process() {
         );
     });
 }
+
+#[test]
+fn a_sigkilled_creators_guarded_file_is_removed_and_a_dropped_one_at_once() {
+    common::run("guardian_file", common::SECS(30), || {
+        let tmp = common::TempDir::new("guarded");
+        let path = tmp.0.join("count.lock");
+        let ready = mproc::Flag::new().unwrap();
+        let mut creator = Process::spawn(|| -> mproc::Result<()> {
+            let f = mproc::GuardedFile::new(&path)?;
+            std::fs::write(f.path(), b"held")?;
+            ready.set();
+            std::thread::sleep(Duration::from_secs(60));
+            drop(f);
+            Ok(())
+        })
+        .unwrap();
+        let t = Instant::now();
+        while !ready.is_set() {
+            assert!(t.elapsed() < Duration::from_secs(10), "the creator never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(path.exists());
+        creator.kill().unwrap();
+        assert_eq!(creator.join().unwrap(), ExitStatus::Signaled(Signal(libc::SIGKILL)));
+        let took = within(Duration::from_secs(1), || !path.exists());
+        assert!(took.is_some(), "the guarded file outlived its creator by a second");
+        // In this process: removed on drop.
+        let mine = tmp.0.join("mine.txt");
+        let f = mproc::GuardedFile::new(&mine).unwrap();
+        std::fs::write(&mine, b"x").unwrap();
+        drop(f);
+        assert!(!mine.exists());
+    });
+}

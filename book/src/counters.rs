@@ -219,25 +219,22 @@ fn spawn_all(n: u32, work: impl Fn() -> Result<()>) -> Result<()> {
     first_error.map_or(Ok(()), Err)
 }
 
-/// The count file and its lock file, removed on drop.
+/// The count file and its lock file: removed on drop, or by the process's guardian if this
+/// process is killed first.
 struct CounterFiles {
     data: PathBuf,
     lock: PathBuf,
+    _guards: [mproc::GuardedFile; 2],
 }
 
 impl CounterFiles {
     fn new(dir: &Path, v: Variant) -> Result<CounterFiles> {
         let base = dir.join(format!("mproc-counter-{}-{}", std::process::id(), v.name()));
-        let data = base.with_extension("txt");
+        let (data, lock) = (base.with_extension("txt"), base.with_extension("lock"));
+        // Guarded before they exist: there is no moment when a kill would leave them behind.
+        let guards = [mproc::GuardedFile::new(&data)?, mproc::GuardedFile::new(&lock)?];
         fs::write(&data, count_field(0))?;
-        Ok(CounterFiles { lock: base.with_extension("lock"), data })
-    }
-}
-
-impl Drop for CounterFiles {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.data);
-        let _ = fs::remove_file(&self.lock);
+        Ok(CounterFiles { data, lock, _guards: guards })
     }
 }
 

@@ -52,7 +52,6 @@ pub(crate) enum Kind {
     /// A POSIX shared-memory object: `shm_unlink`.
     Shm = 1,
     /// A file path: `unlink`.
-    #[allow(dead_code)] // for the named objects of other modules
     File = 2,
 }
 
@@ -276,6 +275,63 @@ fn unlink_registered(t: &Table) {
             k if k == Kind::Shm as u32 => sys::shm_unlink(name),
             k if k == Kind::File as u32 => sys::unlink_path(name),
             _ => {}
+        }
+    }
+}
+
+/// A file that is removed when this handle is dropped — or, if the process is killed first
+/// (SIGKILL, the OOM killer), by the process's guardian within a second of its death. For lock
+/// files, count files and sockets that must not outlive their creator.
+///
+/// Only the process that created the handle removes the file: a forked child dropping its copy
+/// (or exiting) leaves it alone.
+///
+/// # Example
+/// ```
+/// let dir = std::env::temp_dir();
+/// let f = mproc::GuardedFile::new(dir.join(format!("mproc-doc-{}.lock", std::process::id())))?;
+/// std::fs::write(f.path(), b"")?;
+/// let path = f.path().to_owned();
+/// drop(f);
+/// assert!(!path.exists());
+/// # Ok::<(), mproc::Error>(())
+/// ```
+pub struct GuardedFile {
+    path: std::path::PathBuf,
+    ticket: Ticket,
+    owner: i32,
+}
+
+impl GuardedFile {
+    /// Guards `path` (it need not exist yet; create it after this call, so there is no moment
+    /// when it exists unguarded).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Result<GuardedFile> {
+        use std::os::unix::ffi::OsStrExt;
+        let path = path.into();
+        let abs = if path.is_absolute() { path.clone() } else { std::env::current_dir()?.join(&path) };
+        let c = std::ffi::CString::new(abs.as_os_str().as_bytes())
+            .map_err(|_| Error::InvalidArgument(format!("path {} contains a NUL byte", path.display())))?;
+        let ticket = register(Kind::File, &c)?;
+        Ok(GuardedFile { path, ticket, owner: sys::current_pid() })
+    }
+
+    /// The guarded path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl std::fmt::Debug for GuardedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardedFile").field("path", &self.path).finish()
+    }
+}
+
+impl Drop for GuardedFile {
+    fn drop(&mut self) {
+        if self.owner == sys::current_pid() {
+            let _ = std::fs::remove_file(&self.path);
+            release(self.ticket);
         }
     }
 }

@@ -21,6 +21,7 @@ mod segment;
 mod shmbox;
 
 pub use arena::Arena;
+pub use guardian::GuardedFile;
 pub use safe::{Plain, ShmSafe};
 pub(crate) use segment::Mapping;
 pub use segment::Segment;
