@@ -8,6 +8,7 @@ import fcntl
 import json
 import multiprocessing
 import os
+import shutil
 import tempfile
 import time
 
@@ -51,8 +52,17 @@ def rawvalue_lock(value, lock, count, start):
 
 
 def run(variant, processes, count):
+    if variant == "rawvalue-atomic":
+        return None  # Python has no atomic fetch_add on a RawValue: rawvalue-atomic has no twin
     start = multiprocessing.Barrier(processes)
     tmp = tempfile.mkdtemp(prefix="mproc-compare-")
+    try:
+        return run_in(variant, processes, count, start, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_in(variant, processes, count, start, tmp):
     data = os.path.join(tmp, "count.txt")
     with open(data, "w") as f:
         f.write("0\n")
@@ -69,8 +79,6 @@ def run(variant, processes, count):
         v = multiprocessing.RawValue("q", 0)
         lock = multiprocessing.Lock()
         target, args, read = rawvalue_lock, (v, lock, count, start), lambda: v.value
-    else:
-        return None  # Python has no atomic fetch_add on a RawValue: rawvalue-atomic has no twin
     t0 = time.perf_counter()
     procs = [multiprocessing.Process(target=target, args=args) for _ in range(processes)]
     for p in procs:
@@ -79,9 +87,6 @@ def run(variant, processes, count):
         p.join()
     seconds = time.perf_counter() - t0
     got = read()
-    for name in os.listdir(tmp):
-        os.remove(os.path.join(tmp, name))
-    os.rmdir(tmp)
     expected = processes * count
     return dict(variant=variant, processes=processes, count=count, expected=expected, got=got,
                 lost=expected - got, seconds=seconds)
