@@ -176,7 +176,7 @@ impl Core {
             let item_limit = self.max_message_bytes();
             self.dispatch.run(&mut self.slots, &mut self.jobs, item_limit);
             let answered = self.collect()?;
-            if self.sup.timing(&self.jobs) && self.sup.check_due() {
+            if self.sup.timing(&self.jobs) {
                 self.sup.check_timeouts(&mut self.slots, &self.jobs);
             }
             // Dispatch may have just found the job's source exhausted, with every answer already

@@ -11,6 +11,9 @@ use crate::pool::job::{Jobs, Limits};
 use crate::pool::slots::{InFlight, Slot};
 use crate::pool::wire::{self, CALL_ARG, JOB_END, JOB_HDR, JobHeader, TASK_HDR, TaskHeader};
 
+/// Where a chunk stops growing (a single larger item still goes, alone).
+const CHUNK_TARGET_BYTES: usize = 1 << 20;
+
 #[derive(Default)]
 pub(crate) struct Dispatch {
     /// Chunks to send (again) before any fresh one.
@@ -68,8 +71,10 @@ impl Dispatch {
         for s in slots.iter_mut().filter(|s| s.alive && !s.inflight.is_empty()) {
             let shared = s.chan.shared();
             let claimed = shared.claim.load(std::sync::atomic::Ordering::SeqCst);
-            if s.inflight.iter().all(|f| f.seq <= claimed) {
-                continue; // nothing queued behind what it runs
+            if claimed == 0 || s.inflight.iter().all(|f| f.seq <= claimed) {
+                // Still starting (its initializer runs): its queue is its own, as every worker
+                // serves a share. Or nothing is queued behind what it runs.
+                continue;
             }
             for e in s.revoke() {
                 self.requeue.push_back(e);
@@ -136,8 +141,10 @@ impl Dispatch {
     /// Sends chunks to every worker that has room, until there is nothing to send.
     pub(crate) fn run(&mut self, slots: &mut [Slot], jobs: &mut Jobs, item_limit: usize) {
         let n = slots.len();
-        let Some(chunk) = slots.first().map(|s| s.chan.max_record() - TASK_HDR) else { return };
-        let limits = Limits { item: item_limit, chunk };
+        let Some(record) = slots.first().map(|s| s.chan.max_record() - TASK_HDR) else { return };
+        // Chunks of about a megabyte: big enough that per-chunk costs vanish, small enough that
+        // the copies kept for re-sending (and the rings' touched pages) stay small.
+        let limits = Limits { item: item_limit, chunk: record.min(CHUNK_TARGET_BYTES) };
         loop {
             let mut sent = false;
             for k in 0..n {

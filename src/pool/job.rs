@@ -21,7 +21,8 @@ use crate::pool::wire::{self, RANGE, RESULT_HDR, ResultHeader, Wire};
 pub(crate) struct Limits {
     /// Largest encoded item ([`crate::PoolBuilder::max_message_bytes`]).
     pub item: usize,
-    /// Largest chunk payload (what a task record holds after its header).
+    /// Chunk payload to stop at: more items are not added past it (a single item may exceed it,
+    /// up to `item`; a task record holds that and its header).
     pub chunk: usize,
 }
 
@@ -119,7 +120,7 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
                 }
                 continue;
             }
-            if buf.len() > limits.chunk {
+            if buf.len() > limits.chunk && *count > 0 {
                 self.pending = Some((idx, buf[at..].to_vec()));
                 buf.truncate(at);
                 break;

@@ -50,11 +50,20 @@ pub(crate) struct Supervisor {
     /// Why the pool can run nothing any more.
     pub broken: Option<String>,
     last_check: Instant,
+    /// When time limits were last checked.
+    last_timeouts: Instant,
 }
 
 impl Supervisor {
     pub(crate) fn new(spawner: Spawner, settings: Settings, base_seed: u64) -> Supervisor {
-        Supervisor { spawner, settings, base_seed, broken: None, last_check: Instant::now() }
+        Supervisor {
+            spawner,
+            settings,
+            base_seed,
+            broken: None,
+            last_check: Instant::now(),
+            last_timeouts: Instant::now(),
+        }
     }
 
     /// Forks the worker for slot `i`.
@@ -111,6 +120,10 @@ impl Supervisor {
     /// next). The death is then handled as any other, with the task failing as timed out.
     pub(crate) fn check_timeouts(&mut self, slots: &mut [Slot], jobs: &Jobs) {
         let now = Instant::now();
+        if now.saturating_duration_since(self.last_timeouts) < Duration::from_millis(1) {
+            return;
+        }
+        self.last_timeouts = now;
         for s in slots.iter_mut().filter(|s| s.alive && s.timed_out.is_none()) {
             let shared = s.chan.shared();
             let mark = (shared.started.load(Ordering::Relaxed), shared.done.load(Ordering::Relaxed));
