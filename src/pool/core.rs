@@ -174,9 +174,10 @@ impl Core {
                 return Err(Error::PoolClosed);
             }
             let item_limit = self.max_message_bytes();
-            self.dispatch.run(&mut self.slots, &mut self.jobs, item_limit);
+            let timing = self.sup.timing(&self.jobs);
+            self.dispatch.run(&mut self.slots, &mut self.jobs, item_limit, timing);
             let answered = self.collect()?;
-            if self.sup.timing(&self.jobs) {
+            if timing {
                 self.sup.check_timeouts(&mut self.slots, &self.jobs);
             }
             // Dispatch may have just found the job's source exhausted, with every answer already

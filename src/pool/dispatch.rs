@@ -139,7 +139,8 @@ impl Dispatch {
     }
 
     /// Sends chunks to every worker that has room, until there is nothing to send.
-    pub(crate) fn run(&mut self, slots: &mut [Slot], jobs: &mut Jobs, item_limit: usize) {
+    /// `timing`: time limits apply (then the time a worker's queue stops being empty is noted).
+    pub(crate) fn run(&mut self, slots: &mut [Slot], jobs: &mut Jobs, item_limit: usize, timing: bool) {
         let n = slots.len();
         let Some(record) = slots.first().map(|s| s.chan.max_record() - TASK_HDR) else { return };
         // Chunks of about a megabyte: big enough that per-chunk costs vanish, small enough that
@@ -190,7 +191,7 @@ impl Dispatch {
                 match pushed {
                     Ok(()) => {
                         s.seq = e.seq;
-                        if s.inflight.is_empty() {
+                        if timing && s.inflight.is_empty() {
                             s.watch.1 = std::time::Instant::now(); // its time limit counts from here
                         }
                         s.inflight_items += e.items();

@@ -143,7 +143,7 @@ impl Channel {
 const QUEUE_TARGET_NS: f64 = 1e6;
 /// And at most this many tasks or chunks, whatever their measured cost.
 const QUEUE_MAX_ITEMS: usize = 8192;
-const QUEUE_MAX_CHUNKS: usize = 64;
+const QUEUE_MAX_CHUNKS: usize = 256;
 
 /// One worker: its channel, its process, its unanswered chunks.
 pub(crate) struct Slot {
@@ -203,10 +203,10 @@ impl Slot {
                 || self.inflight_items as f64 * self.ns_per_item >= QUEUE_TARGET_NS)
     }
 
-    /// Learns the cost of a task from a record of `count` tasks that took `busy_ns`.
+    /// Learns the cost of a task from a record of `count` tasks that took `busy_ns` (0: not timed).
     /// (A function of the field, so it can be called while the channel is borrowed.)
     pub(crate) fn learn(ns_per_item: &mut f64, count: u32, busy_ns: u64) {
-        if count > 0 {
+        if count > 0 && busy_ns > 0 {
             let x = busy_ns as f64 / f64::from(count);
             *ns_per_item = 0.75 * *ns_per_item + 0.25 * x.max(1.0);
         }

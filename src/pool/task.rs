@@ -225,7 +225,7 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
     call: impl Fn(&Ctx, T) -> R,
 ) {
     let h = run.h;
-    run.out.begin(h.job, h.first + u64::from(start), h.seq);
+    run.out.begin(h.job, h.first + u64::from(start), h.seq, h.end - start);
     let mut started = run.shared.started.load(Ordering::Relaxed);
     for i in start..h.end {
         let idx = h.first + u64::from(i);
@@ -250,7 +250,7 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
 /// Fails every item of the chunk as undecodable, with `msg`.
 fn fail_items(run: &mut ChunkRun<'_, '_>, msg: &str) {
     let h = run.h;
-    run.out.begin(h.job, h.first + u64::from(h.start), h.seq);
+    run.out.begin(h.job, h.first + u64::from(h.start), h.seq, h.end - h.start);
     for _ in h.start..h.end {
         run.out.item_err(wire::UNDECODABLE, msg);
     }

@@ -183,9 +183,11 @@ unsafe impl<T: crate::Plain> Wire<T> for Plain {
 }
 
 /// What [`crate::Pool::map`] and its serde siblings use: a primitive number type (`u8`…`u128`,
-/// `i8`…`i128`, `usize`, `isize`, `f32`, `f64`) crosses as its bytes, like [`Plain`]; any other
-/// type through [`Postcard`]. Chosen per type by `TypeId` (no specialisation needed: the test is
-/// a comparison of constants, folded away in each instance).
+/// `i8`…`i128`, `usize`, `isize`, `f32`, `f64`) crosses as its bytes, like [`Plain`]; a
+/// `Vec<u8>` as postcard lays it out (a varint length, then the bytes) but copied in one piece
+/// rather than byte by byte through serde; any other type through [`Postcard`]. Chosen per type
+/// by `TypeId` (no specialisation needed: the test compares constants, folded away in each
+/// instance).
 pub(crate) struct Auto;
 
 /// Whether `T` is one of the primitive number types (all `bytemuck::Pod`).
@@ -201,6 +203,11 @@ fn is_primitive<T: 'static>() -> bool {
 unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
     #[inline]
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        if let Some(bytes) = (v as &dyn std::any::Any).downcast_ref::<Vec<u8>>() {
+            put_varint(out, bytes.len() as u64);
+            out.extend_from_slice(bytes);
+            return Ok(());
+        }
         if is_primitive::<T>() {
             // SAFETY: `T` is a primitive number type: `size_of::<T>()` initialised bytes, no
             // padding.
@@ -213,6 +220,14 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
 
     #[inline]
     fn decode(input: &mut &[u8]) -> Result<T, String> {
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
+            let n = get_varint(input).ok_or("truncated length")? as usize;
+            let Some(bytes) = input.get(..n) else { return Err("truncated bytes".into()) };
+            let v = std::mem::ManuallyDrop::new(bytes.to_vec());
+            *input = &input[n..];
+            // SAFETY: `T` is `Vec<u8>` (same TypeId): this moves the vector out as itself.
+            return Ok(unsafe { std::mem::transmute_copy::<Vec<u8>, T>(&v) });
+        }
         if is_primitive::<T>() {
             let n = std::mem::size_of::<T>();
             let Some(bytes) = input.get(..n) else { return Err("truncated plain value".into()) };
@@ -228,6 +243,27 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
     fn plain_size() -> Option<usize> {
         is_primitive::<T>().then(std::mem::size_of::<T>)
     }
+}
+
+/// A LEB128 varint, as postcard writes lengths.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, &b) in input.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *input = &input[i + 1..];
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// Encodes a panic or error message, cut to [`MAX_MESSAGE`] bytes.
@@ -427,6 +463,23 @@ mod tests {
         assert_eq!(probe::message(&vec![(1u8, vec![NoNan(1.0)])]), None);
         <Postcard as Wire<String>>::encode(&"ok".to_owned(), &mut out).unwrap();
         assert_eq!(<Postcard as Wire<String>>::decode(&mut &out[..]).unwrap(), "ok");
+    }
+
+    #[test]
+    fn auto_lays_out_bytes_and_numbers_as_postcard_and_plain_do() {
+        for v in [vec![], vec![7u8; 5], vec![1u8; 300], vec![2u8; 70_000]] {
+            let (mut a, mut p) = (Vec::new(), Vec::new());
+            <Auto as Wire<Vec<u8>>>::encode(&v, &mut a).unwrap();
+            <Postcard as Wire<Vec<u8>>>::encode(&v, &mut p).unwrap();
+            assert_eq!(a, p, "len {}", v.len());
+            assert_eq!(<Auto as Wire<Vec<u8>>>::decode(&mut &a[..]).unwrap(), v);
+        }
+        let mut a = Vec::new();
+        <Auto as Wire<u64>>::encode(&0x0102_0304_0506_0708, &mut a).unwrap();
+        assert_eq!(a, 0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(<Auto as Wire<u64>>::plain_size(), Some(8));
+        assert_eq!(<Auto as Wire<String>>::plain_size(), None);
+        assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[0x85u8][..]).is_err(), "truncated varint");
     }
 
     #[test]

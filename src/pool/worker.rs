@@ -94,7 +94,8 @@ pub(crate) struct ResultWriter<'a> {
     seq: u64,
     count: u32,
     exceptions: u32,
-    t0: Instant,
+    /// When this record was begun, if it is timed.
+    t0: Option<Instant>,
 }
 
 impl<'a> ResultWriter<'a> {
@@ -110,18 +111,19 @@ impl<'a> ResultWriter<'a> {
             seq: 0,
             count: 0,
             exceptions: 0,
-            t0: Instant::now(),
+            t0: None,
         }
     }
 
-    /// Starts the results of chunk `seq` of `job`, whose first task to run is `first`. One clock
-    /// read per record, not per item.
-    pub(crate) fn begin(&mut self, job: u64, first: u64, seq: u64) {
+    /// Starts the results of chunk `seq` of `job`, whose first task to run is `first`, of
+    /// `items` tasks. Timed (two clock reads) if the chunk is large, or one chunk in 16: never
+    /// per item, and not per tiny chunk either.
+    pub(crate) fn begin(&mut self, job: u64, first: u64, seq: u64, items: u32) {
         self.buf.clear();
         self.buf.resize(RESULT_HDR, 0);
         self.exc.clear();
         (self.job, self.first, self.seq, self.count, self.exceptions) = (job, first, seq, 0, 0);
-        self.t0 = Instant::now();
+        self.t0 = (items >= 16 || seq.is_multiple_of(16)).then(Instant::now);
     }
 
     /// Appends a successful result, encoded by `encode` straight into the record.
@@ -147,7 +149,7 @@ impl<'a> ResultWriter<'a> {
                     // The record is full: publish what came before this result, which starts the next.
                     let tail = self.buf.split_off(at);
                     self.publish();
-                    self.begin(self.job, self.first + u64::from(self.count), self.seq);
+                    self.begin(self.job, self.first + u64::from(self.count), self.seq, u32::MAX);
                     self.buf.extend_from_slice(&tail);
                 }
                 self.count += 1;
@@ -165,7 +167,7 @@ impl<'a> ResultWriter<'a> {
     fn exception(&mut self, why: u8, detail: &[u8]) {
         if self.buf.len() + self.exc.len() + 5 + detail.len() > self.limit {
             self.publish();
-            self.begin(self.job, self.first + u64::from(self.count), self.seq);
+            self.begin(self.job, self.first + u64::from(self.count), self.seq, u32::MAX);
         }
         self.exc.extend_from_slice(&self.count.to_le_bytes());
         self.exc.push(why);
@@ -188,7 +190,8 @@ impl<'a> ResultWriter<'a> {
             exceptions: self.exceptions,
             ok_len: (self.buf.len() - RESULT_HDR) as u64,
             seq: self.seq,
-            busy_ns: self.t0.elapsed().as_nanos() as u64,
+            // 0: not timed.
+            busy_ns: self.t0.map_or(0, |t| t.elapsed().as_nanos().max(1) as u64),
         };
         self.buf[..RESULT_HDR].copy_from_slice(bytemuck::bytes_of(&h));
         let (buf, exc) = (&self.buf, &self.exc);
