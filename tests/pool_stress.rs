@@ -324,3 +324,32 @@ fn map_range_and_the_plain_path_agree_with_a_serial_loop() {
         assert!(s.iter().enumerate().all(|(i, x)| *x == format!("ITEM {i}")));
     });
 }
+
+#[test]
+fn regression_maps_with_uneven_tasks_and_constant_stealing_never_hang_and_count_exactly() {
+    // A chunk a worker skipped (taken back by the parent) was requeued without counting as
+    // progress, and the parent slept on it forever.
+    common::run("pool_steal_churn", common::SECS(120), || {
+        let pool = Pool::new(2).unwrap();
+        for round in 0..300u64 {
+            let n = 500 + round * 7;
+            let got = pool
+                .map(
+                    |_, x: u64| {
+                        if x.is_multiple_of(97) {
+                            std::thread::sleep(Duration::from_micros(300));
+                        }
+                        x
+                    },
+                    0..n,
+                    Some(1 + (round as usize % 13)),
+                )
+                .unwrap();
+            assert_eq!(got, (0..n).collect::<Vec<_>>(), "round {round}");
+        }
+        let mut seen: Vec<u64> =
+            pool.imap_unordered(|_, x: u64| x, 0..50_000u64, 3).unwrap().map(Result::unwrap).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..50_000).collect::<Vec<_>>());
+    });
+}

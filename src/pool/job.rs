@@ -647,8 +647,8 @@ impl Jobs {
     }
 
     /// Reads every record of the worker in `slot` into its job; returns how many tasks they
-    /// answered. Answered chunks' buffers go back to `dispatch`, and so do chunks the worker
-    /// skipped (to be sent again).
+    /// answered or handed back. Answered chunks' buffers go back to `dispatch`, and so do chunks
+    /// the worker skipped (to be sent again).
     pub(crate) fn collect_from(&mut self, slot: &mut Slot, dispatch: &mut Dispatch) -> Result<usize> {
         let mut answered = 0;
         let mut results = slot.chan.results();
@@ -661,6 +661,9 @@ impl Jobs {
                 if let Some(pos) = slot.inflight.iter().position(|f| f.seq == h.seq) {
                     let e = slot.inflight.remove(pos).expect("found");
                     slot.inflight_items = slot.inflight_items.saturating_sub(e.items());
+                    // Progress too: the caller must dispatch again before it sleeps, or nobody
+                    // would wake it for this chunk (regression: a map hung after a steal).
+                    answered += e.items();
                     dispatch.requeue_front(e);
                 }
                 continue;

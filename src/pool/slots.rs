@@ -217,7 +217,9 @@ impl Slot {
     pub(crate) fn revoke(&mut self) -> Vec<InFlight> {
         let Some(last) = self.inflight.back().map(|f| f.seq) else { return Vec::new() };
         let shared = self.chan.shared();
-        shared.fence.store(last, Ordering::SeqCst);
+        // Never lowered (a chunk moved earlier must stay revoked): a SeqCst read-modify-write,
+        // in the handshake's total order like a store.
+        shared.fence.fetch_max(last, Ordering::SeqCst);
         let claimed = shared.claim.load(Ordering::SeqCst);
         let mut moved = Vec::new();
         let mut kept = VecDeque::new();

@@ -130,8 +130,8 @@ pub(crate) struct Postcard;
 unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
         let at = out.len();
-        match postcard::to_extend(v, Extend(out)) {
-            Ok(_) => Ok(()),
+        match postcard::serialize_with_flavor(v, Append(out)) {
+            Ok(()) => Ok(()),
             // postcard drops the message of `S::Error::custom` ("Serde Serialization Error"):
             // run the value through the probe, which keeps it. Only on failure: no cost otherwise.
             Err(e) => {
@@ -148,13 +148,28 @@ unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
     }
 }
 
-/// Appends to a borrowed buffer: what the bytes before it are kept in if encoding fails.
-struct Extend<'a>(&'a mut Vec<u8>);
+/// A postcard output that appends to a borrowed buffer (so the bytes before it are kept if
+/// encoding fails), a byte with `push` and a run with `extend_from_slice` (postcard's own
+/// `Extend` flavour goes through an iterator per byte).
+struct Append<'a>(&'a mut Vec<u8>);
 
-impl std::iter::Extend<u8> for Extend<'_> {
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
     #[inline]
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
-        self.0.extend(iter);
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 
