@@ -1,4 +1,4 @@
-//! Pool overhead: trivial tasks at chunk size 1 and automatic, and start-up (build + one task +
+//! Pool overhead: trivial tasks at chunk size 1 and automatic (map, map_plain, map_range, imap), and start-up (build + one task +
 //! close + join), at 2 worker processes. Run: `cargo bench --bench pool`. The CLI gives the same
 //! figures with Python's beside them: `make compare`.
 
@@ -18,6 +18,12 @@ fn overhead(c: &mut Criterion) {
     g.bench_function("map_identity_chunksize_auto", |b| b.iter(|| pool.map(|_, x: u64| x, 0..TASKS, None).unwrap()));
     g.bench_function("map_plain_identity_chunksize_auto", |b| {
         b.iter(|| pool.map_plain(|_, x: u64| x, 0..TASKS, None).unwrap())
+    });
+    g.bench_function("map_range_identity_chunksize_auto", |b| {
+        b.iter(|| pool.map_range(|_, x: u64| x, 0..TASKS, None).unwrap())
+    });
+    g.bench_function("imap_identity_chunksize_16", |b| {
+        b.iter(|| pool.imap(|_, x: u64| x, 0..TASKS, 16).unwrap().map(Result::unwrap).sum::<u64>())
     });
     drop(pool);
     g.throughput(Throughput::Elements(1));

@@ -35,8 +35,11 @@ def pool(mproc, processes, tasks, repeat, baseline=None):
     args = ["--tasks", str(tasks), "--processes", str(processes), "--repeat", str(repeat), "--chunksize", "1,auto"]
     py = {r["chunksize"]: r for r in lines([sys.executable, "benches/python/pool_overhead.py"] + args)}
     # Baseline and current binary alternate, so machine noise hits both alike.
-    base = {r["chunksize"]: r for r in lines([baseline, "bench", "pool", "--json"] + args)} if baseline else None
-    rs = {r["chunksize"]: r for r in lines([mproc, "bench", "pool", "--json"] + args)}
+    # Only the u64 rows (`bench: "pool"`); the other kinds have rows of their own. A baseline
+    # older than `--kinds` prints only those rows anyway.
+    ours = args + ["--kinds", "u64"]
+    base = {r["chunksize"]: r for r in lines([baseline, "bench", "pool", "--json"] + args) if r.get("bench") == "pool"} if baseline else None
+    rs = {r["chunksize"]: r for r in lines([mproc, "bench", "pool", "--json"] + ours) if r.get("bench") == "pool"}
     par = next(iter(rs.values()))["parallelism"]
     print(f"\npool overhead: {processes} processes, {tasks} trivial tasks, median of {repeat} (parallelism check {par:.2})")
     head = f"{'figure':<30} {'python':>10} {'mproc':>10} {'python/mproc':>13}"

@@ -53,6 +53,28 @@ pub enum Error {
         first: Box<Error>,
     },
 
+    /// A task ran longer than its time limit ([`crate::PoolBuilder::task_timeout`]): its worker
+    /// was killed and replaced.
+    #[error("task {task} ran past its time limit of {after:?}; its worker {pid} was killed and replaced")]
+    TaskTimedOut {
+        /// The task's index.
+        task: u64,
+        /// The worker that was running it.
+        pid: i32,
+        /// The limit it ran past.
+        after: std::time::Duration,
+    },
+
+    /// The iterator a Pool call took its items from panicked while producing item `task`. The
+    /// items before it were run and delivered; the call ends there.
+    #[error("the source iterator panicked producing item {task}: {message}")]
+    SourcePanicked {
+        /// The index of the item being produced.
+        task: u64,
+        /// The panic message.
+        message: String,
+    },
+
     /// A task's argument or result is larger than the Pool's message limit.
     #[error("the {what} of task {task} is {size} bytes; the pool's limit is {limit} (PoolBuilder::max_message_bytes)")]
     MessageTooLarge {

@@ -204,7 +204,7 @@ pub use error::{Error, Result, Signal};
 pub use file_lock::{FileLock, FileLockGuard};
 pub use flag::{EarlyExit, Flag, MmapFlag};
 pub use manager::{Manager, ManagerClient, ManagerFlag};
-pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, PoolBuilder, ResultIter};
+pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, PoolBuilder, RangeItem, ResultIter};
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
 pub use progress::Progress;
 pub use queue::{Connection, DEFAULT_MAX_ITEM_BYTES, JoinableQueue, Pipe, PutError, Queue, SimpleQueue};

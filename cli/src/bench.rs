@@ -4,7 +4,9 @@ use mproc::Pool;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Pool overhead: a trivial task (return the input) over many tasks, and pool start-up
+    /// Pool overhead and throughput: a trivial task (return the input) over many tasks for
+    /// several item kinds (u64 through serde and plain, a 64-byte struct, 20-byte strings, a
+    /// range), byte blobs (GB/s beside a memcpy), a serial loop as the floor, and pool start-up
     /// (build + one task + close + join).
     Pool(PoolArgs),
     /// Queue, Pipe and a Unix socket pair between two processes: round-trip latency and
@@ -26,9 +28,59 @@ pub struct PoolArgs {
     /// Runs per figure; the median is reported.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Item kinds, comma-separated: u64 (map of u64, the first rows, as always), serde (a u64
+    /// newtype through serde), plain (map_plain of u64), struct64 (a 64-byte #[repr(C)] struct),
+    /// string (~20-byte Strings), range (map_range), blob (byte blobs of 1 KiB, 64 KiB, 1 MiB).
+    #[arg(long, default_value = "u64,serde,plain,struct64,string,range,blob")]
+    kinds: String,
+    /// Bytes per blob run (each blob size moves this much per map).
+    #[arg(long, default_value_t = 256 << 20)]
+    blob_bytes: usize,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+}
+
+/// A u64 that goes through serde (postcard), not the plain path `map` takes for numbers.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
+struct Wrapped(u64);
+
+/// 64 bytes of plain data.
+#[derive(Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[repr(C)]
+struct S64 {
+    a: [u64; 8],
+}
+// SAFETY: eight u64s, no padding; every bit pattern is valid.
+unsafe impl mproc::bytemuck::Zeroable for S64 {}
+// SAFETY: as above.
+unsafe impl mproc::bytemuck::Pod for S64 {}
+
+#[derive(serde::Serialize)]
+struct KindRow {
+    bench: &'static str,
+    kind: &'static str,
+    processes: usize,
+    tasks: u64,
+    chunksize: String,
+    seconds: f64,
+    ns_per_item: f64,
+    serial_ns_per_item: f64,
+    parallelism: f64,
+}
+
+#[derive(serde::Serialize)]
+struct BlobRow {
+    bench: &'static str,
+    bytes: usize,
+    direction: &'static str,
+    processes: usize,
+    blobs: usize,
+    chunksize: String,
+    seconds: f64,
+    gb_per_s: f64,
+    memcpy_gb_per_s: f64,
+    parallelism: f64,
 }
 
 #[derive(serde::Serialize)]
@@ -75,11 +127,156 @@ pub fn parallelism() -> mproc::Result<f64> {
     Ok(work.load() as f64 / solo)
 }
 
+/// Median seconds of `repeat` runs of `f` (each given a fresh input from `make`, outside the clock).
+fn timed<I, O>(repeat: usize, make: impl Fn() -> I, mut f: impl FnMut(I) -> mproc::Result<O>) -> mproc::Result<f64> {
+    let mut times = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        let input = make();
+        let t = Instant::now();
+        let out = f(input)?;
+        times.push(t.elapsed().as_secs_f64());
+        drop(std::hint::black_box(out));
+    }
+    Ok(median(times))
+}
+
+fn parse_chunk(c: &str) -> mproc::Result<Option<usize>> {
+    match c.trim() {
+        "auto" => Ok(None),
+        n => n
+            .parse::<usize>()
+            .map(Some)
+            .map_err(|_| mproc::Error::InvalidArgument(format!("--chunksize: not a number or auto: {n}"))),
+    }
+}
+
+/// One item kind: pool figure and serial floor.
+fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64) -> crate::Result<()> {
+    for c in a.chunksize.split(',') {
+        let chunk = parse_chunk(c)?;
+        // Chunk size 1 costs a task record per item: fewer items keep the run short.
+        let n = if chunk == Some(1) { a.tasks.min(100_000) } else { a.tasks };
+        let r = a.repeat;
+        let (pool_s, serial_s) = match kind {
+            "serde" => (
+                timed(r, || (), |_| pool.map(|_, x: Wrapped| x, (0..n).map(Wrapped), chunk))?,
+                timed(r, || (), |_| Ok((0..n).map(|x| std::hint::black_box(Wrapped(x))).collect::<Vec<_>>()))?,
+            ),
+            "plain" => (
+                timed(r, || (), |_| pool.map_plain(|_, x: u64| x, 0..n, chunk))?,
+                timed(r, || (), |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>()))?,
+            ),
+            "struct64" => {
+                let s = |x: u64| S64 { a: [x; 8] };
+                (
+                    timed(r, || (), |_| pool.map_plain(|_, x: S64| x, (0..n).map(s), chunk))?,
+                    timed(r, || (), |_| Ok((0..n).map(|x| std::hint::black_box(s(x))).collect::<Vec<_>>()))?,
+                )
+            }
+            "string" => {
+                let make = || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>();
+                (
+                    timed(r, make, |v| pool.map(|_, s: String| s, v, chunk))?,
+                    timed(r, make, |v| Ok(v.into_iter().map(std::hint::black_box).collect::<Vec<_>>()))?,
+                )
+            }
+            "range" => (
+                timed(r, || (), |_| pool.map_range(|_, x: u64| x, 0..n, chunk))?,
+                timed(r, || (), |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>()))?,
+            ),
+            other => return Err(format!("--kinds: unknown kind {other}").into()),
+        };
+        let row = KindRow {
+            bench: "pool_kind",
+            kind,
+            processes: a.processes,
+            tasks: n,
+            chunksize: c.trim().to_owned(),
+            seconds: pool_s,
+            ns_per_item: pool_s / n as f64 * 1e9,
+            serial_ns_per_item: serial_s / n as f64 * 1e9,
+            parallelism: par,
+        };
+        if a.json {
+            println!("{}", serde_json::to_string(&row).expect("plain struct serialises"));
+        } else {
+            println!(
+                "pool {:<8} chunksize {:>5}: {:>8.2} ns/item ({} items); serial loop {:.2} ns/item; parallelism check {:.2}",
+                row.kind, row.chunksize, row.ns_per_item, row.tasks, row.serial_ns_per_item, row.parallelism
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Byte blobs one way (`Vec<u8>` in, its length out) and round trip (the blob back), in GB/s of
+/// blob bytes, beside a memcpy of the same size.
+fn blob_rows(a: &PoolArgs, pool: &Pool, par: f64) -> crate::Result<()> {
+    for size in [1usize << 10, 64 << 10, 1 << 20] {
+        let blobs = (a.blob_bytes / size).max(1);
+        let total = (blobs * size) as f64;
+        let memcpy_s = {
+            let src = vec![1u8; size];
+            let mut dst = vec![0u8; size];
+            timed(
+                a.repeat,
+                || (),
+                |_| {
+                    for _ in 0..blobs {
+                        dst.copy_from_slice(std::hint::black_box(&src));
+                        std::hint::black_box(&mut dst);
+                    }
+                    Ok(())
+                },
+            )?
+        };
+        let make = || (0..blobs).map(|i| vec![i as u8; size]).collect::<Vec<_>>();
+        for c in a.chunksize.split(',') {
+            let chunk = parse_chunk(c)?;
+            for direction in ["one_way", "round_trip"] {
+                let s = if direction == "one_way" {
+                    timed(a.repeat, make, |v| pool.map(|_, b: Vec<u8>| b.len(), v, chunk))?
+                } else {
+                    timed(a.repeat, make, |v| pool.map(|_, b: Vec<u8>| b, v, chunk))?
+                };
+                let row = BlobRow {
+                    bench: "pool_blob",
+                    bytes: size,
+                    direction,
+                    processes: a.processes,
+                    blobs,
+                    chunksize: c.trim().to_owned(),
+                    seconds: s,
+                    gb_per_s: total / s / 1e9,
+                    memcpy_gb_per_s: total / memcpy_s / 1e9,
+                    parallelism: par,
+                };
+                if a.json {
+                    println!("{}", serde_json::to_string(&row).expect("plain struct serialises"));
+                } else {
+                    println!(
+                        "pool blob {:>7} B {:<10} chunksize {:>5}: {:>6.2} GB/s ({} blobs); memcpy {:.2} GB/s; parallelism check {:.2}",
+                        row.bytes,
+                        row.direction,
+                        row.chunksize,
+                        row.gb_per_s,
+                        row.blobs,
+                        row.memcpy_gb_per_s,
+                        row.parallelism
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(c: Command) -> crate::Result<()> {
     let a = match c {
         Command::Pool(a) => a,
         Command::Queue(a) => return crate::bench_queue::run(a),
     };
+    let kinds: Vec<&str> = a.kinds.split(',').map(str::trim).collect();
     if a.repeat == 0 {
         return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()).into());
     }
@@ -97,14 +294,8 @@ pub fn run(c: Command) -> crate::Result<()> {
             .collect::<mproc::Result<Vec<f64>>>()?,
     );
     let pool = Pool::builder().processes(a.processes).build()?;
-    for c in a.chunksize.split(',') {
-        let chunk = match c.trim() {
-            "auto" => None,
-            n => Some(
-                n.parse::<usize>()
-                    .map_err(|_| mproc::Error::InvalidArgument(format!("--chunksize: not a number or auto: {n}")))?,
-            ),
-        };
+    for c in a.chunksize.split(',').filter(|_| kinds.contains(&"u64")) {
+        let chunk = parse_chunk(c)?;
         let mut times = Vec::with_capacity(a.repeat);
         for _ in 0..a.repeat {
             let t = Instant::now();
@@ -133,6 +324,14 @@ pub fn run(c: Command) -> crate::Result<()> {
                 row.processes, row.tasks, row.chunksize, row.seconds, row.per_task_us, row.startup_ms, row.parallelism
             );
         }
+    }
+    for kind in ["serde", "plain", "struct64", "string", "range"] {
+        if kinds.contains(&kind) {
+            kind_rows(&a, &pool, kind, par)?;
+        }
+    }
+    if kinds.contains(&"blob") {
+        blob_rows(&a, &pool, par)?;
     }
     Ok(())
 }

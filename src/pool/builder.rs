@@ -1,6 +1,7 @@
 //! [`PoolBuilder`]: the options of a pool, and `build()`, which forks the workers.
 
 use std::cell::RefCell;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::pool::Pool;
@@ -28,6 +29,7 @@ pub(crate) struct Settings {
     pub on_worker_death: OnWorkerDeath,
     pub max_message_bytes: usize,
     pub fork_policy: Option<ForkPolicy>,
+    pub task_timeout: Option<Duration>,
 }
 
 /// Default limit on one task's encoded argument or result.
@@ -44,6 +46,7 @@ pub struct PoolBuilder<Ctx = ()> {
     seed: Option<u64>,
     max_message_bytes: usize,
     fork_policy: Option<ForkPolicy>,
+    task_timeout: Option<Duration>,
     ctx: Ctx,
 }
 
@@ -57,6 +60,7 @@ impl<Ctx> std::fmt::Debug for PoolBuilder<Ctx> {
             .field("seed", &self.seed)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("fork_policy", &self.fork_policy)
+            .field("task_timeout", &self.task_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -72,6 +76,7 @@ impl PoolBuilder<()> {
             seed: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             fork_policy: None,
+            task_timeout: None,
             ctx: (),
         }
     }
@@ -91,6 +96,7 @@ impl PoolBuilder<()> {
             seed: self.seed,
             max_message_bytes: self.max_message_bytes,
             fork_policy: self.fork_policy,
+            task_timeout: self.task_timeout,
             ctx,
         }
     }
@@ -129,10 +135,25 @@ impl<Ctx> PoolBuilder<Ctx> {
         self
     }
 
-    /// Largest encoded argument or result of one task (default 4 MiB). Each worker's two rings
-    /// reserve twice this (virtual memory, touched only as used).
+    /// Largest encoded argument or result of one task, and of a per-call value (default 4 MiB).
+    /// What counts is the payload alone: the postcard bytes of the value, or `size_of::<T>()` for
+    /// plain data — not the pool's own headers. A value of exactly `n` bytes passes; one of
+    /// `n + 1` is [`Error::MessageTooLarge`] with `limit: n`, for its task only. Each worker's
+    /// two rings reserve about twice this (virtual memory, touched only as used).
     pub fn max_message_bytes(mut self, n: usize) -> Self {
         self.max_message_bytes = n;
+        self
+    }
+
+    /// A time limit for each task (default: none). A worker that shows no progress for longer —
+    /// a task that loops, blocks or was stopped (SIGSTOP) — is killed (SIGKILL) and replaced; its
+    /// task fails with [`Error::TaskTimedOut`] (or runs again, under [`OnWorkerDeath::Retry`]),
+    /// and the tasks queued behind it go to the other workers. The check runs inside pool calls
+    /// (there is no background thread), a few times per limit. Per call:
+    /// [`AsyncResult::task_timeout`](crate::AsyncResult::task_timeout),
+    /// [`ResultIter::task_timeout`](crate::ResultIter::task_timeout).
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.task_timeout = Some(d);
         self
     }
 
@@ -177,6 +198,7 @@ impl<Ctx> PoolBuilder<Ctx> {
             on_worker_death: self.on_worker_death,
             max_message_bytes: self.max_message_bytes,
             fork_policy: self.fork_policy,
+            task_timeout: self.task_timeout,
         };
         let core = Core::start(settings, spawner, seed)?;
         Ok(Pool { core: RefCell::new(core), ctx })

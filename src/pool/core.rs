@@ -65,9 +65,9 @@ impl Core {
         self.slots.iter().filter(|s| s.alive).map(|s| s.pid).collect()
     }
 
-    /// Largest encoded per-call value.
-    pub(crate) fn max_arg_bytes(&self) -> usize {
-        self.slots[0].chan.max_record() - wire::JOB_HDR
+    /// Largest encoded argument, result or per-call value.
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.sup.settings.max_message_bytes
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {
@@ -88,11 +88,13 @@ impl Core {
         Ok(self.jobs.insert(job))
     }
 
-    /// Forget a job nobody will read: stop feeding it; drop it once nothing of it is in flight.
+    /// Forget a job nobody will read: stop feeding it, take back its chunks that have not started
+    /// (they are not run); drop it once nothing of it is in flight.
     pub(crate) fn abandon(&mut self, id: u64) {
         if let Some(j) = self.jobs.get_mut(id) {
             j.abandoned = true;
         }
+        self.dispatch.cancel(&mut self.slots, id);
         let (slots, dispatch) = (&self.slots, &self.dispatch);
         self.jobs
             .drop_abandoned(|id| dispatch.holds(id) || slots.iter().any(|s| s.inflight.iter().any(|f| f.job == id)));
@@ -116,13 +118,20 @@ impl Core {
     fn collect(&mut self) -> Result<usize> {
         let mut n = 0;
         for s in self.slots.iter_mut().filter(|s| s.alive) {
-            n += self.jobs.collect_from(s, &mut |b| self.dispatch.recycle(b))?;
+            n += self.jobs.collect_from(s, &mut self.dispatch)?;
         }
         Ok(n)
     }
 
     /// Sleeps until a result arrives, a worker dies, SIGINT, or `deadline`.
     fn wait(&mut self, deadline: Option<Instant>) -> Result<()> {
+        // While time limits apply and work is out, wake up to check them.
+        let deadline = if self.sup.timing(&self.jobs) && self.slots.iter().any(|s| !s.inflight.is_empty()) {
+            let tick = Instant::now() + self.sup.tick(&self.jobs);
+            Some(deadline.map_or(tick, |d| d.min(tick)))
+        } else {
+            deadline
+        };
         let mut fds = vec![self.wake.as_raw_fd()];
         let mut who = vec![usize::MAX];
         for (i, s) in self.slots.iter().enumerate() {
@@ -164,8 +173,13 @@ impl Core {
             if self.life == Life::Ended {
                 return Err(Error::PoolClosed);
             }
-            self.dispatch.run(&mut self.slots, &mut self.jobs);
+            let item_limit = self.max_message_bytes();
+            let timing = self.sup.timing(&self.jobs);
+            self.dispatch.run(&mut self.slots, &mut self.jobs, item_limit, timing);
             let answered = self.collect()?;
+            if timing {
+                self.sup.check_timeouts(&mut self.slots, &self.jobs);
+            }
             // Dispatch may have just found the job's source exhausted, with every answer already
             // in: that is completion, and no worker will wake us for it. Check before sleeping.
             if done(self) {
@@ -176,6 +190,9 @@ impl Core {
                     let stopping = self.stopping();
                     self.sup.check_deaths(&mut self.slots, &mut self.jobs, &mut self.dispatch, &self.wake, stopping)?;
                 }
+                continue;
+            }
+            if self.dispatch.steal(&mut self.slots, &self.jobs) {
                 continue;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -4,13 +4,10 @@
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::error::{Error, Result};
 use crate::pool::Pool;
-use crate::pool::job::{Collect, Job};
-use crate::pool::wire::{Postcard, Wire};
+use crate::pool::job::{Fill, Job, Window};
+use crate::pool::wire::Wire;
 
 /// The pending result of [`Pool::apply_async`] (`T` is the task's result) or of
 /// [`Pool::map_async`] / [`Pool::starmap_async`] (`T` is the `Vec` of results).
@@ -33,28 +30,20 @@ impl<Ctx, T> std::fmt::Debug for AsyncResult<'_, Ctx, T> {
 
 /// One task's result.
 pub(crate) fn finish_one<R: 'static, W: Wire<R> + 'static>(job: &mut Job) -> Result<R> {
-    job.sink_as::<Collect<R, W>>().pop().unwrap_or_else(|| Err(Error::Corrupt("the task produced no result".into())))
+    job.sink_as::<Window<R, W>>().pop().unwrap_or_else(|| Err(Error::Corrupt("the task produced no result".into())))
 }
 
 /// Every result in order, or [`Error::MapFailed`] with the first failure.
 pub(crate) fn finish_all<R: 'static, W: Wire<R> + 'static>(job: &mut Job) -> Result<Vec<R>> {
     let total = job.resolved as usize;
-    let failed = job.failed;
-    let sink = job.sink_as::<Collect<R, W>>();
-    let mut out = Vec::with_capacity(total);
-    let mut first_err = None;
-    while let Some(r) = sink.pop() {
-        match r {
-            Ok(v) => out.push(v),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    match first_err {
-        None => Ok(out),
-        Some(first) => Err(Error::MapFailed { failed, total, first: Box::new(first) }),
-    }
+    job.sink_as::<Fill<R, W>>().take(total)
+}
+
+/// The next result of a streaming job, if it is there.
+pub(crate) fn pop_next<R: 'static, W: Wire<R> + 'static>(job: &mut Job) -> Option<Result<R>> {
+    let r = job.sink_as::<Window<R, W>>().pop();
+    job.taken += u64::from(r.is_some());
+    r
 }
 
 impl<'p, Ctx, T: 'static> AsyncResult<'p, Ctx, T> {
@@ -68,6 +57,22 @@ impl<'p, Ctx, T: 'static> AsyncResult<'p, Ctx, T> {
         }
         let id = self.id;
         self.pool.drive(|c| c.jobs.finished(id), deadline)
+    }
+
+    /// A time limit for each task of this call, in place of the pool's
+    /// ([`PoolBuilder::task_timeout`](crate::PoolBuilder::task_timeout)).
+    pub fn task_timeout(self, d: Duration) -> Self {
+        if let Some(j) = self.pool.core.borrow_mut().jobs.get_mut(self.id) {
+            j.timeout = Some(d);
+        }
+        self
+    }
+
+    /// Cancels the work: tasks that have not started are not run (those running finish, and
+    /// their results are dropped). Python's `AsyncResult` has no equivalent.
+    pub fn cancel(mut self) {
+        self.taken = true;
+        self.pool.core.borrow_mut().abandon(self.id);
     }
 
     /// Whether the result is there (makes progress without blocking).
@@ -144,6 +149,7 @@ pub struct ResultIter<'p, Ctx, R> {
     pool: &'p Pool<Ctx>,
     id: u64,
     finished: bool,
+    pop: fn(&mut Job) -> Option<Result<R>>,
     _r: PhantomData<fn() -> R>,
 }
 
@@ -154,12 +160,30 @@ impl<Ctx, R> std::fmt::Debug for ResultIter<'_, Ctx, R> {
 }
 
 impl<'p, Ctx, R> ResultIter<'p, Ctx, R> {
-    pub(crate) fn new(pool: &'p Pool<Ctx>, id: u64) -> Self {
-        ResultIter { pool, id, finished: false, _r: PhantomData }
+    pub(crate) fn new(pool: &'p Pool<Ctx>, id: u64, pop: fn(&mut Job) -> Option<Result<R>>) -> Self {
+        ResultIter { pool, id, finished: false, pop, _r: PhantomData }
+    }
+
+    /// Back-pressure: at most `chunks` chunks of this call out at once (sent, running, or done
+    /// and not yet taken); at least 1. Python 3.14's `imap(..., buffersize=)`.
+    pub fn buffersize(self, chunks: usize) -> Self {
+        if let Some(j) = self.pool.core.borrow_mut().jobs.get_mut(self.id) {
+            j.window = Some((chunks.max(1) * j.chunksize) as u64);
+        }
+        self
+    }
+
+    /// A time limit for each task of this call, in place of the pool's
+    /// ([`PoolBuilder::task_timeout`](crate::PoolBuilder::task_timeout)).
+    pub fn task_timeout(self, d: Duration) -> Self {
+        if let Some(j) = self.pool.core.borrow_mut().jobs.get_mut(self.id) {
+            j.timeout = Some(d);
+        }
+        self
     }
 }
 
-impl<Ctx, R: Serialize + DeserializeOwned + 'static> Iterator for ResultIter<'_, Ctx, R> {
+impl<Ctx, R: 'static> Iterator for ResultIter<'_, Ctx, R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
@@ -174,7 +198,7 @@ impl<Ctx, R: Serialize + DeserializeOwned + 'static> Iterator for ResultIter<'_,
                     self.finished = true;
                     return None;
                 };
-                if let Some(r) = job.sink_as::<Collect<R, Postcard>>().pop() {
+                if let Some(r) = (self.pop)(job) {
                     return Some(r);
                 }
                 if job.complete() {

@@ -1,47 +1,133 @@
-//! Jobs and their results: where a job's items come from (a source that encodes them lazily into
-//! chunks), where its results go (a sink that decodes them, in order or as they come), the table
-//! of jobs, and the collection of results from the workers' rings.
+//! Jobs and their results: where a job's items come from (a source that encodes them lazily,
+//! straight into a chunk buffer, or hands out index ranges), where its results go (a sink that
+//! decodes each record straight into its final place: the output `Vec` of a `map`, or a window
+//! of chunks for `imap`), the table of jobs, and the collection of results from the rings.
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
-use std::rc::Rc;
+use std::mem::MaybeUninit;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::pool::dispatch::Dispatch;
 use crate::pool::slots::Slot;
-use crate::pool::task::TaskFn;
-use crate::pool::wire::{self, RESULT_HDR, ResultHeader, Wire};
+use crate::pool::task::{RangeItem, TaskFn};
+use crate::pool::wire::{self, RANGE, RESULT_HDR, ResultHeader, Wire};
+
+/// Size limits a source works within.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Largest encoded item ([`crate::PoolBuilder::max_message_bytes`]).
+    pub item: usize,
+    /// Chunk payload to stop at: more items are not added past it (a single item may exceed it,
+    /// up to `item`; a task record holds that and its header).
+    pub chunk: usize,
+}
+
+/// A chunk a source handed out: tasks `first..first+count`, encoded in the buffer it was given
+/// (or, with `flags & RANGE`, computed by the worker from `base`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chunk {
+    pub first: u64,
+    pub count: u32,
+    pub base: u64,
+    pub flags: u64,
+}
 
 /// Hands out a job's items, encoded, a chunk at a time.
 pub(crate) trait Source {
-    /// Encodes up to `max_items` contiguous items (at most `max_bytes`) into `buf`; returns the
-    /// index of the first and their number, or `None` when no item is left. Items that cannot be
-    /// sent (encoding failed, too large) go to `rejected` instead, and end the chunk.
+    /// Encodes up to `max_items` contiguous items into `buf` (cleared first); returns the chunk,
+    /// or `None` when no item is left. Items that cannot be sent (encoding failed, too large,
+    /// the iterator panicked) go to `rejected` instead, and end the chunk.
     fn next_chunk(
         &mut self,
         buf: &mut Vec<u8>,
         max_items: usize,
-        max_bytes: usize,
+        limits: Limits,
         rejected: &mut Vec<(u64, Error)>,
-    ) -> Option<(u64, u32)>;
+    ) -> Option<Chunk>;
     /// Items taken so far (sent or rejected).
     fn produced(&self) -> u64;
     /// Whether every item has been taken.
     fn exhausted(&self) -> bool;
 }
 
+/// Items from an iterator, encoded by `W` straight into the chunk buffer.
 pub(crate) struct IterSource<I: Iterator, W> {
     iter: I,
     next: u64,
+    /// An item that did not fit in the previous chunk (it starts the next one).
     pending: Option<(u64, Vec<u8>)>,
     done: bool,
-    scratch: Vec<u8>,
+    /// Whether the iterator is being asked for an item (to name the item if it panics).
+    pulling: bool,
     _w: PhantomData<W>,
 }
 
 impl<I: Iterator, W> IterSource<I, W> {
     pub(crate) fn new(iter: I) -> Self {
-        IterSource { iter, next: 0, pending: None, done: false, scratch: Vec::new(), _w: PhantomData }
+        IterSource { iter, next: 0, pending: None, done: false, pulling: false, _w: PhantomData }
+    }
+}
+
+impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
+    /// The body of `next_chunk`; `first`/`count` live outside so they survive a panic.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max_items: usize,
+        limits: Limits,
+        rejected: &mut Vec<(u64, Error)>,
+        first: &mut Option<u64>,
+        count: &mut u32,
+        item_at: &mut usize,
+    ) {
+        if let Some((idx, bytes)) = self.pending.take() {
+            buf.extend_from_slice(&bytes);
+            *first = Some(idx);
+            *count = 1;
+        }
+        while (*count as usize) < max_items && *count < u32::MAX {
+            self.pulling = true;
+            let Some(x) = self.iter.next() else {
+                self.pulling = false;
+                self.done = true;
+                break;
+            };
+            self.pulling = false;
+            let idx = self.next;
+            self.next += 1;
+            let at = buf.len();
+            *item_at = at;
+            if let Err(e) = W::encode(&x, buf) {
+                buf.truncate(at);
+                rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
+                if *count > 0 {
+                    break;
+                }
+                continue;
+            }
+            let n = buf.len() - at;
+            if n > limits.item {
+                buf.truncate(at);
+                rejected
+                    .push((idx, Error::MessageTooLarge { what: "argument", task: idx, size: n, limit: limits.item }));
+                if *count > 0 {
+                    break;
+                }
+                continue;
+            }
+            if buf.len() > limits.chunk && *count > 0 {
+                self.pending = Some((idx, buf[at..].to_vec()));
+                buf.truncate(at);
+                break;
+            }
+            first.get_or_insert(idx);
+            *count += 1;
+        }
     }
 }
 
@@ -50,56 +136,36 @@ impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
         &mut self,
         buf: &mut Vec<u8>,
         max_items: usize,
-        max_bytes: usize,
+        limits: Limits,
         rejected: &mut Vec<(u64, Error)>,
-    ) -> Option<(u64, u32)> {
+    ) -> Option<Chunk> {
         buf.clear();
-        let mut first = None;
-        let mut count = 0u32;
-        while (count as usize) < max_items {
-            let (idx, bytes) = match self.pending.take() {
-                Some(p) => p,
-                None => {
-                    let Some(x) = self.iter.next() else {
-                        self.done = true;
-                        break;
-                    };
-                    let idx = self.next;
-                    self.next += 1;
-                    let mut b = std::mem::take(&mut self.scratch);
-                    b.clear();
-                    if let Err(e) = W::encode(&x, &mut b) {
-                        self.scratch = b;
-                        rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
-                        if count > 0 {
-                            break;
-                        }
-                        continue;
-                    }
-                    (idx, b)
-                }
-            };
-            if bytes.len() > max_bytes {
-                rejected.push((
-                    idx,
-                    Error::MessageTooLarge { what: "argument", task: idx, size: bytes.len(), limit: max_bytes },
-                ));
-                self.scratch = bytes;
-                if count > 0 {
-                    break;
-                }
-                continue;
-            }
-            if buf.len() + bytes.len() > max_bytes {
-                self.pending = Some((idx, bytes));
-                break;
-            }
-            first.get_or_insert(idx);
-            buf.extend_from_slice(&bytes);
-            self.scratch = bytes;
-            count += 1;
+        if self.done {
+            return self.pending.take().map(|(idx, bytes)| {
+                buf.extend_from_slice(&bytes);
+                Chunk { first: idx, count: 1, base: 0, flags: 0 }
+            });
         }
-        first.map(|f| (f, count))
+        let (mut first, mut count, mut item_at) = (None, 0u32, 0usize);
+        // One unwind guard per chunk, not per item. If the iterator (or an item's `Serialize`)
+        // panics, the items before it still go out, the failing one is reported, and the source
+        // ends there: a caller that catches the panic never finds the job half-fed.
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            self.fill(buf, max_items, limits, rejected, &mut first, &mut count, &mut item_at)
+        }));
+        if let Err(p) = r {
+            let idx = if self.pulling { self.next } else { self.next - 1 };
+            if self.pulling {
+                self.next += 1;
+            } else {
+                buf.truncate(item_at);
+            }
+            self.pulling = false;
+            self.done = true;
+            let message = crate::process::panic_message(&*p);
+            rejected.push((idx, Error::SourcePanicked { task: idx, message }));
+        }
+        first.map(|f| Chunk { first: f, count, base: 0, flags: 0 })
     }
 
     fn produced(&self) -> u64 {
@@ -111,10 +177,59 @@ impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
     }
 }
 
+/// The items of a range of integers: chunks carry only their index range.
+pub(crate) struct RangeSource {
+    base: u64,
+    len: u64,
+    next: u64,
+}
+
+impl RangeSource {
+    pub(crate) fn new<T: RangeItem>(range: std::ops::Range<T>) -> Self {
+        RangeSource { base: range.start.to_bits(), len: T::count(range.start, range.end), next: 0 }
+    }
+}
+
+impl Source for RangeSource {
+    fn next_chunk(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max_items: usize,
+        _: Limits,
+        _: &mut Vec<(u64, Error)>,
+    ) -> Option<Chunk> {
+        buf.clear();
+        let count = (self.len - self.next).min(max_items as u64).min(u64::from(u32::MAX)) as u32;
+        if count == 0 {
+            return None;
+        }
+        let first = self.next;
+        self.next += u64::from(count);
+        Some(Chunk { first, count, base: self.base, flags: RANGE })
+    }
+
+    fn produced(&self) -> u64 {
+        self.next
+    }
+
+    fn exhausted(&self) -> bool {
+        self.next == self.len
+    }
+}
+
+/// One results record, as a sink sees it: tasks `first..first+count`, the successful ones
+/// encoded back to back in `ok`, the failed ones (task index, error) in `failed`, in order.
+pub(crate) struct Answer<'a> {
+    pub first: u64,
+    pub count: u32,
+    pub ok: &'a [u8],
+    pub failed: Vec<(u64, Error)>,
+}
+
 /// Receives a job's results.
 pub(crate) trait Sink: Any {
-    /// Decodes one successful result for task `idx` from the front of `body`.
-    fn put_ok(&mut self, idx: u64, body: &mut &[u8]) -> Result<(), String>;
+    /// Stores the results of one record; returns how many of its tasks failed.
+    fn put(&mut self, a: Answer<'_>) -> usize;
     /// Records a failed task.
     fn fail(&mut self, idx: u64, e: Error);
     /// Whether a result can be handed out now.
@@ -122,102 +237,234 @@ pub(crate) trait Sink: Any {
     fn as_any(&mut self) -> &mut dyn Any;
 }
 
-/// Decodes the tagged items of one results record into `sink`; returns how many failed.
-pub(crate) fn deliver(sink: &mut dyn Sink, first: u64, count: u32, mut body: &[u8]) -> usize {
-    let mut failed = 0;
-    for k in 0..u64::from(count) {
-        let idx = first + k;
-        let Some((&tag, rest)) = body.split_first() else {
-            sink.fail(idx, Error::Corrupt(format!("task {idx}: result record truncated")));
-            failed += 1;
+/// Walks a record's tasks in order: `ok(idx, input)` decodes a successful one from the front of
+/// `input`, `bad(idx, error)` takes a failed one. Returns the number that failed (including any
+/// whose result could not be decoded; after one, the rest of the record cannot be parsed).
+fn walk(
+    a: Answer<'_>,
+    mut ok: impl FnMut(u64, &mut &[u8]) -> Result<(), String>,
+    mut bad: impl FnMut(u64, Error),
+) -> usize {
+    let mut failed = a.failed.into_iter().peekable();
+    let mut input = a.ok;
+    let mut n = 0;
+    let mut broken: Option<String> = None;
+    for idx in a.first..a.first + u64::from(a.count) {
+        if failed.peek().is_some_and(|(i, _)| *i == idx) {
+            let (_, e) = failed.next().expect("peeked");
+            bad(idx, e);
+            n += 1;
             continue;
-        };
-        body = rest;
-        let err = match tag {
-            wire::OK => match sink.put_ok(idx, &mut body) {
-                Ok(()) => continue,
-                Err(e) => {
-                    body = &[]; // the rest of the record cannot be parsed any more
-                    Error::Decode { what: "result", task: idx, message: e }
-                }
-            },
-            wire::UNDECODABLE => Error::Decode { what: "argument", task: idx, message: wire::get_str(&mut body) },
-            wire::PANICKED => Error::TaskPanicked { task: idx, message: wire::get_str(&mut body) },
-            wire::UNENCODABLE => Error::Encode { what: "result", task: idx, message: wire::get_str(&mut body) },
-            wire::TOO_LARGE => {
-                let size = wire::get_u64(&mut body) as usize;
-                let limit = wire::get_u64(&mut body) as usize;
-                Error::MessageTooLarge { what: "result", task: idx, size, limit }
-            }
-            t => {
-                body = &[];
-                Error::Corrupt(format!("task {idx}: unknown result tag {t}"))
-            }
-        };
-        sink.fail(idx, err);
-        failed += 1;
+        }
+        if let Some(m) = &broken {
+            bad(idx, Error::Decode { what: "result", task: idx, message: format!("after an undecodable result: {m}") });
+            n += 1;
+            continue;
+        }
+        if let Err(m) = ok(idx, &mut input) {
+            bad(idx, Error::Decode { what: "result", task: idx, message: m.clone() });
+            broken = Some(m);
+            n += 1;
+        }
     }
-    failed
+    n
 }
 
-/// Results kept by task index and handed out in order (`map`, `imap`, `apply`), or handed out as
-/// they come (`imap_unordered`).
-pub(crate) struct Collect<R, W> {
-    ordered: bool,
-    /// Ordered: slot `i` holds task `base + i`.
-    base: u64,
-    slots: VecDeque<Option<Result<R, Error>>>,
-    /// Unordered: results as they arrived.
-    ready: VecDeque<Result<R, Error>>,
+/// The results of a whole list (`map`, `map_async`, `starmap`): the output vector, sized once,
+/// each result decoded straight into its position (plain results: one copy per record). Failures
+/// are kept apart, by index.
+pub(crate) struct Fill<R, W> {
+    out: Vec<MaybeUninit<R>>,
+    /// Bit `i`: `out[i]` holds a value.
+    filled: Vec<u64>,
+    n_filled: usize,
+    errors: Vec<(u64, Error)>,
     _w: PhantomData<W>,
 }
 
-impl<R, W> Collect<R, W> {
-    pub(crate) fn new(ordered: bool) -> Self {
-        Collect { ordered, base: 0, slots: VecDeque::new(), ready: VecDeque::new(), _w: PhantomData }
+impl<R, W> Fill<R, W> {
+    pub(crate) fn new(len: usize) -> Self {
+        let mut f = Fill { out: Vec::new(), filled: Vec::new(), n_filled: 0, errors: Vec::new(), _w: PhantomData };
+        f.grow(len);
+        f
     }
 
-    fn store(&mut self, idx: u64, r: Result<R, Error>) {
+    fn grow(&mut self, len: usize) {
+        if len > self.out.len() {
+            self.out.reserve_exact(len - self.out.len());
+            // SAFETY: within capacity; `MaybeUninit` needs no initialisation.
+            unsafe { self.out.set_len(len) };
+            self.filled.resize(len.div_ceil(64), 0);
+        }
+    }
+
+    fn is_filled(&self, i: usize) -> bool {
+        self.filled[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set_filled(&mut self, i: usize) {
+        self.filled[i / 64] |= 1 << (i % 64);
+        self.n_filled += 1;
+    }
+
+    fn write(&mut self, idx: u64, v: R) {
+        let i = idx as usize;
+        self.grow(i + 1);
+        if !self.is_filled(i) {
+            self.out[i].write(v);
+            self.set_filled(i);
+        }
+    }
+
+    /// Every result in order, or [`Error::MapFailed`] with the failure of the lowest index.
+    pub(crate) fn take(&mut self, total: usize) -> Result<Vec<R>> {
+        if self.errors.is_empty() && self.n_filled == self.out.len() {
+            let out = std::mem::take(&mut self.out);
+            self.filled.clear();
+            self.n_filled = 0;
+            let mut out = std::mem::ManuallyDrop::new(out);
+            // SAFETY: every element is initialised (all bits set, as many as elements), and
+            // `MaybeUninit<R>` has the layout of `R`; the allocation is handed over whole.
+            return Ok(unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<R>(), out.len(), out.capacity()) });
+        }
+        let failed = self.errors.len();
+        let at = (0..failed).min_by_key(|&k| self.errors[k].0);
+        let first = match at {
+            Some(k) => self.errors.swap_remove(k).1,
+            None => Error::Corrupt(format!("{} of {} results missing", self.out.len() - self.n_filled, self.out.len())),
+        };
+        Err(Error::MapFailed { failed: failed.max(1), total, first: Box::new(first) })
+    }
+}
+
+impl<R, W> Drop for Fill<R, W> {
+    fn drop(&mut self) {
+        if std::mem::needs_drop::<R>() {
+            for i in 0..self.out.len() {
+                if self.is_filled(i) {
+                    // SAFETY: the bit says the element was written, and it is dropped once.
+                    unsafe { self.out[i].assume_init_drop() };
+                }
+            }
+        }
+    }
+}
+
+impl<R: 'static, W: Wire<R> + 'static> Sink for Fill<R, W> {
+    fn put(&mut self, a: Answer<'_>) -> usize {
+        let (first, count) = (a.first as usize, a.count as usize);
+        if let Some(size) = W::plain_size()
+            && a.failed.is_empty()
+            && a.ok.len() == count * size
+        {
+            self.grow(first + count);
+            if (first..first + count).all(|i| !self.is_filled(i)) {
+                // SAFETY: `W::plain_size` promises `R` is plain data of `size` bytes (any bit
+                // pattern valid); the destination `out[first..first+count]` is in bounds and
+                // holds no value yet, the source is `count * size` bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        a.ok.as_ptr(),
+                        self.out.as_mut_ptr().add(first).cast::<u8>(),
+                        count * size,
+                    );
+                }
+                for i in first..first + count {
+                    self.filled[i / 64] |= 1 << (i % 64);
+                }
+                self.n_filled += count;
+            }
+            return 0;
+        }
+        let mut errors = Vec::new();
+        let n = walk(
+            a,
+            |idx, input| {
+                let v = W::decode(input)?;
+                self.write(idx, v);
+                Ok(())
+            },
+            |idx, e| errors.push((idx, e)),
+        );
+        self.errors.append(&mut errors);
+        n
+    }
+
+    fn fail(&mut self, idx: u64, e: Error) {
+        self.errors.push((idx, e));
+    }
+
+    fn has_ready(&self) -> bool {
+        false
+    }
+
+    fn as_any(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Results handed out one at a time: in order (`imap`, `apply`) from a window of decoded
+/// records keyed by their first task, or as they come (`imap_unordered`).
+pub(crate) struct Window<R, W> {
+    ordered: bool,
+    /// Ordered: the next task to hand out, and the record it is in.
+    next: u64,
+    cur: VecDeque<Result<R, Error>>,
+    /// Ordered: records (or single failures) that arrived ahead of `next`.
+    ahead: BTreeMap<u64, VecDeque<Result<R, Error>>>,
+    _w: PhantomData<W>,
+}
+
+impl<R, W> Window<R, W> {
+    pub(crate) fn new(ordered: bool) -> Self {
+        Window { ordered, next: 0, cur: VecDeque::new(), ahead: BTreeMap::new(), _w: PhantomData }
+    }
+
+    fn add(&mut self, first: u64, rs: VecDeque<Result<R, Error>>) {
         if !self.ordered {
-            self.ready.push_back(r);
-            return;
-        }
-        let Some(pos) = idx.checked_sub(self.base) else { return };
-        let pos = pos as usize;
-        if self.slots.len() <= pos {
-            self.slots.resize_with(pos + 1, || None);
-        }
-        if self.slots[pos].is_none() {
-            self.slots[pos] = Some(r);
+            self.cur.extend(rs);
+        } else if first >= self.next + self.cur.len() as u64 {
+            self.ahead.insert(first, rs);
         }
     }
 
     /// The next result in order (ordered) or in arrival (unordered), if it is there.
     pub(crate) fn pop(&mut self) -> Option<Result<R, Error>> {
-        if !self.ordered {
-            return self.ready.pop_front();
+        if self.ordered
+            && self.cur.is_empty()
+            && let Some(rs) = self.ahead.remove(&self.next)
+        {
+            self.cur = rs;
         }
-        if self.slots.front().is_some_and(Option::is_some) {
-            self.base += 1;
-            return self.slots.pop_front().flatten();
-        }
-        None
+        let r = self.cur.pop_front()?;
+        self.next += 1;
+        Some(r)
     }
 }
 
-impl<R: 'static, W: Wire<R> + 'static> Sink for Collect<R, W> {
-    fn put_ok(&mut self, idx: u64, body: &mut &[u8]) -> Result<(), String> {
-        let v = W::decode(body)?;
-        self.store(idx, Ok(v));
-        Ok(())
+impl<R: 'static, W: Wire<R> + 'static> Sink for Window<R, W> {
+    fn put(&mut self, a: Answer<'_>) -> usize {
+        let first = a.first;
+        // Both closures append to the record's results, in task order.
+        let rs = std::cell::RefCell::new(VecDeque::with_capacity(a.count as usize));
+        let n = walk(
+            a,
+            |_, input| {
+                rs.borrow_mut().push_back(Ok(W::decode(input)?));
+                Ok(())
+            },
+            |_, e| rs.borrow_mut().push_back(Err(e)),
+        );
+        self.add(first, rs.into_inner());
+        n
     }
 
     fn fail(&mut self, idx: u64, e: Error) {
-        self.store(idx, Err(e));
+        self.add(idx, VecDeque::from([Err(e)]));
     }
 
     fn has_ready(&self) -> bool {
-        if self.ordered { self.slots.front().is_some_and(Option::is_some) } else { !self.ready.is_empty() }
+        !self.cur.is_empty() || (self.ordered && self.ahead.contains_key(&self.next))
     }
 
     fn as_any(&mut self) -> &mut dyn Any {
@@ -239,6 +486,12 @@ pub(crate) struct Job {
     /// Tasks answered (succeeded or failed).
     pub resolved: u64,
     pub failed: usize,
+    /// Results handed to the caller (the iterators).
+    pub taken: u64,
+    /// Back-pressure: at most this many tasks out (sent, running, or waiting to be taken).
+    pub window: Option<u64>,
+    /// This call's time limit per task (else the pool's).
+    pub timeout: Option<Duration>,
     /// Nobody will read the results any more (an iterator or AsyncResult was dropped).
     pub abandoned: bool,
     /// Detached: run this (the caller's callback) once the job is complete.
@@ -247,11 +500,31 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn new(task: TaskFn, chunksize: usize, source: Box<dyn Source>, sink: Box<dyn Sink>) -> Job {
-        Job { task, chunksize, arg: None, source, sink, resolved: 0, failed: 0, abandoned: false, then: None }
+        Job {
+            task,
+            chunksize,
+            arg: None,
+            source,
+            sink,
+            resolved: 0,
+            failed: 0,
+            taken: 0,
+            window: None,
+            timeout: None,
+            abandoned: false,
+            then: None,
+        }
     }
 
     pub(crate) fn complete(&self) -> bool {
         self.source.exhausted() && self.resolved == self.source.produced()
+    }
+
+    /// Whether the job has items to send now (not exhausted, not held back by its window).
+    pub(crate) fn feedable(&self) -> bool {
+        !self.abandoned
+            && !self.source.exhausted()
+            && self.window.is_none_or(|w| self.source.produced().saturating_sub(self.taken) < w)
     }
 
     /// Records the failure of task `idx`.
@@ -275,6 +548,8 @@ pub(crate) struct Jobs {
     map: BTreeMap<u64, Job>,
     next: u64,
     done: VecDeque<Job>,
+    /// The job fed last (fresh chunks go round the feedable jobs).
+    last_fed: u64,
 }
 
 impl Jobs {
@@ -315,9 +590,34 @@ impl Jobs {
         self.map.is_empty()
     }
 
-    /// The oldest job that still has items to hand out.
-    pub(crate) fn oldest_feedable(&self) -> Option<u64> {
-        self.map.iter().find(|(_, j)| !j.abandoned && !j.source.exhausted()).map(|(&id, _)| id)
+    /// The next job, after the one fed last and round the table, that has items to send now:
+    /// jobs take turns chunk by chunk, so a short job issued during a long one is not queued
+    /// behind all of it.
+    pub(crate) fn next_feedable(&mut self) -> Option<u64> {
+        let after = self.last_fed;
+        let id = self
+            .map
+            .range(after + 1..)
+            .chain(self.map.range(..=after))
+            .find(|(_, j)| j.feedable())
+            .map(|(&id, _)| id)?;
+        self.last_fed = id;
+        Some(id)
+    }
+
+    /// Whether any job has a time limit of its own.
+    pub(crate) fn any_timeout(&self) -> bool {
+        self.map.values().any(|j| j.timeout.is_some())
+    }
+
+    /// The shortest time limit of a job.
+    pub(crate) fn min_timeout(&self) -> Option<Duration> {
+        self.map.values().filter_map(|j| j.timeout).min()
+    }
+
+    /// Whether any job has items to send now.
+    pub(crate) fn any_feedable(&self) -> bool {
+        self.map.values().any(Job::feedable)
     }
 
     /// Moves job `id` to the completed list if it is detached and complete.
@@ -346,19 +646,31 @@ impl Jobs {
         }
     }
 
-    /// Reads every finished result of the worker in `slot` into its job; returns how many tasks
-    /// they answered. Answered chunks' buffers go to `recycle`.
-    pub(crate) fn collect_from(&mut self, slot: &mut Slot, recycle: &mut impl FnMut(Rc<Vec<u8>>)) -> Result<usize> {
+    /// Reads every record of the worker in `slot` into its job; returns how many tasks they
+    /// answered or handed back. Answered chunks' buffers go back to `dispatch`, and so do chunks
+    /// the worker skipped (to be sent again).
+    pub(crate) fn collect_from(&mut self, slot: &mut Slot, dispatch: &mut Dispatch) -> Result<usize> {
         let mut answered = 0;
         let mut results = slot.chan.results();
         while let Some(rec) = results.try_recv() {
             let body = rec.body();
             let h: ResultHeader = wire::read_header(body)
                 .ok_or_else(|| Error::Corrupt(format!("a results record of {} bytes", body.len())))?;
+            if rec.kind() == wire::SKIPPED {
+                rec.commit();
+                if let Some(pos) = slot.inflight.iter().position(|f| f.seq == h.seq) {
+                    let e = slot.inflight.remove(pos).expect("found");
+                    slot.inflight_items = slot.inflight_items.saturating_sub(e.items());
+                    // Progress too: the caller must dispatch again before it sleeps, or nobody
+                    // would wake it for this chunk (regression: a map hung after a steal).
+                    answered += e.items();
+                    dispatch.requeue_front(e);
+                }
+                continue;
+            }
             let mut due = false;
             if let Some(job) = self.map.get_mut(&h.job) {
-                let failed =
-                    if job.abandoned { 0 } else { deliver(&mut *job.sink, h.first, h.count, &body[RESULT_HDR..]) };
+                let failed = if job.abandoned { 0 } else { job.sink.put(parse(&h, body)?) };
                 job.resolved += u64::from(h.count);
                 job.failed += failed;
                 due = job.then.is_some() && job.complete();
@@ -369,17 +681,47 @@ impl Jobs {
             }
             answered += h.count as usize;
             slot.strikes = 0;
+            Slot::learn(&mut slot.ns_per_item, h.count, h.busy_ns);
             slot.inflight_items = slot.inflight_items.saturating_sub(h.count as usize);
-            if let Some(f) = slot.inflight.front_mut()
-                && f.job == h.job
+            if let Some(pos) = slot.inflight.iter().position(|f| f.seq == h.seq)
+                && let f = &mut slot.inflight[pos]
                 && f.first + u64::from(f.start) == h.first
             {
                 f.start += h.count;
                 if f.start >= f.end {
-                    recycle(slot.inflight.pop_front().expect("front exists").bytes);
+                    let e = slot.inflight.remove(pos).expect("found");
+                    dispatch.recycle(e.bytes);
                 }
             }
         }
         Ok(answered)
     }
+}
+
+/// Splits a results record into its successful bytes and its list of failures.
+fn parse<'a>(h: &ResultHeader, body: &'a [u8]) -> Result<Answer<'a>> {
+    let bad = || Error::Corrupt(format!("a results record of {} bytes for {} tasks", body.len(), h.count));
+    let ok_end = RESULT_HDR.checked_add(h.ok_len as usize).filter(|&e| e <= body.len()).ok_or_else(bad)?;
+    let ok = &body[RESULT_HDR..ok_end];
+    let mut t = &body[ok_end..];
+    let mut failed = Vec::with_capacity(h.exceptions as usize);
+    for _ in 0..h.exceptions {
+        let (Some(rel), Some(&why)) = (t.get(..4), t.get(4)) else { return Err(bad()) };
+        let rel = u32::from_le_bytes(rel.try_into().expect("4 bytes"));
+        t = &t[5..];
+        let idx = h.first + u64::from(rel);
+        let e = match why {
+            wire::UNDECODABLE => Error::Decode { what: "argument", task: idx, message: wire::get_str(&mut t) },
+            wire::PANICKED => Error::TaskPanicked { task: idx, message: wire::get_str(&mut t) },
+            wire::UNENCODABLE => Error::Encode { what: "result", task: idx, message: wire::get_str(&mut t) },
+            wire::TOO_LARGE => {
+                let size = wire::get_u64(&mut t) as usize;
+                let limit = wire::get_u64(&mut t) as usize;
+                Error::MessageTooLarge { what: "result", task: idx, size, limit }
+            }
+            w => return Err(Error::Corrupt(format!("task {idx}: unknown failure kind {w}"))),
+        };
+        failed.push((idx, e));
+    }
+    Ok(Answer { first: h.first, count: h.count, ok, failed })
 }

@@ -57,10 +57,12 @@ pub use self::builder::{DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, PoolBuilder};
 pub use self::handle::{AsyncResult, ResultIter};
 
 use self::core::Core;
-use self::handle::{finish_all, finish_one};
-use self::job::{Collect, IterSource, Job};
-use self::task::{MapFn, StarFn, Task, TaskFn, WithFn};
-use self::wire::{Plain, Postcard, Wire};
+pub use self::task::RangeItem;
+
+use self::handle::{finish_all, finish_one, pop_next};
+use self::job::{Fill, IterSource, Job, RangeSource, Sink, Source, Window};
+use self::task::{MapFn, RangeFn, StarFn, Task, TaskFn, WithFn};
+use self::wire::{Auto, Plain, Postcard, Wire};
 use crate::error::{Error, Result};
 
 /// A pool of worker processes, like Python's `multiprocessing.Pool`.
@@ -181,43 +183,30 @@ impl<Ctx> Pool<Ctx> {
         }
     }
 
-    fn submit<T, R, WI, WO>(
-        &self,
-        task: TaskFn,
-        items: impl Iterator<Item = T> + 'static,
-        chunksize: usize,
-        ordered: bool,
-        arg: Option<Vec<u8>>,
-    ) -> Result<u64>
-    where
-        R: 'static,
-        WI: Wire<T> + 'static,
-        WO: Wire<R> + 'static,
-    {
-        let source = Box::new(IterSource::<_, WI>::new(items));
-        let sink = Box::new(Collect::<R, WO>::new(ordered));
-        let mut job = Job::new(task, chunksize, source, sink);
+    fn submit_job(&self, mut job: Job, arg: Option<Vec<u8>>) -> Result<u64> {
         job.arg = arg;
         self.core.borrow_mut().submit(job)
     }
 
-    fn chunks<T>(&self, items: impl IntoIterator<Item = T>, chunksize: Option<usize>) -> Result<(Vec<T>, usize)> {
-        let items: Vec<T> = items.into_iter().collect();
-        let c = match chunksize {
-            Some(0) => return Err(Error::InvalidArgument("chunksize must be at least 1".into())),
-            Some(c) => c,
-            None => auto_chunksize(items.len(), self.processes()),
-        };
-        Ok((items, c))
+    fn resolve_chunksize(&self, chunksize: Option<usize>, len: usize) -> Result<usize> {
+        match chunksize {
+            Some(0) => Err(Error::InvalidArgument("chunksize must be at least 1".into())),
+            Some(c) => Ok(c),
+            None => Ok(auto_chunksize(len, self.processes())),
+        }
     }
 
-    /// Submits a whole list (chunk size resolved) as one ordered job.
-    fn submit_list<T, R, WI, WO, S>(
+    /// Submits a whole list as one job whose results fill a `Vec` in place. An iterator whose
+    /// length is known (`size_hint`) is read lazily, as workers have room, and never held whole;
+    /// one that borrows must then be done with before the call returns: `lazy` says whether the
+    /// caller guarantees that (it runs the job to the end and removes it, see [`JobGuard`]).
+    fn submit_list<'i, T, R, WI, WO, S>(
         &self,
         task: S,
-        items: impl IntoIterator<Item = T>,
+        items: impl IntoIterator<Item = T> + 'i,
         chunksize: Option<usize>,
         arg: Option<Vec<u8>>,
+        lazy: bool,
     ) -> Result<u64>
     where
         T: 'static,
@@ -226,22 +215,69 @@ impl<Ctx> Pool<Ctx> {
         WO: Wire<R> + 'static,
         S: Task<Ctx>,
     {
-        let (items, c) = self.chunks(items, chunksize)?;
-        self.submit::<T, R, WI, WO>(TaskFn::new(task), items.into_iter(), c, true, arg)
+        let iter = items.into_iter();
+        let (lo, hi) = iter.size_hint();
+        let (source, len): (Box<dyn Source + 'i>, usize) = if lazy && hi == Some(lo) {
+            (Box::new(IterSource::<_, WI>::new(iter)), lo)
+        } else {
+            let v: Vec<T> = iter.collect();
+            let n = v.len();
+            (Box::new(IterSource::<_, WI>::new(v.into_iter())), n)
+        };
+        let c = self.resolve_chunksize(chunksize, len)?;
+        // SAFETY: only the lifetime is changed. A lazy source may borrow for 'i; its callers
+        // (`run_all` under a `JobGuard`) remove the job, and so drop the source, before they
+        // return, inside 'i. A collected source owns its items and is 'static already.
+        let source: Box<dyn Source> = unsafe { std::mem::transmute::<Box<dyn Source + 'i>, Box<dyn Source>>(source) };
+        let sink = Box::new(Fill::<R, WO>::new(len));
+        self.submit_job(Job::new(TaskFn::new(task), c, source, sink), arg)
+    }
+
+    /// Submits items handed out one result at a time ([`ResultIter`], `apply`).
+    fn submit_stream<T, R, WI, WO>(
+        &self,
+        task: TaskFn,
+        items: impl Iterator<Item = T> + 'static,
+        chunksize: usize,
+        ordered: bool,
+        window: Option<u64>,
+    ) -> Result<u64>
+    where
+        R: 'static,
+        WI: Wire<T> + 'static,
+        WO: Wire<R> + 'static,
+    {
+        let source = Box::new(IterSource::<_, WI>::new(items));
+        let sink: Box<dyn Sink> = Box::new(Window::<R, WO>::new(ordered));
+        let mut job = Job::new(task, chunksize, source, sink);
+        job.window = window;
+        self.submit_job(job, None)
     }
 
     /// Runs a whole job and returns its results in order.
     fn run_all<R: 'static, WO: Wire<R> + 'static>(&self, id: u64) -> Result<Vec<R>> {
+        let guard = JobGuard { pool: self, id };
         let r = self.drive(|c| c.jobs.finished(id), None);
         let job = self.core.borrow_mut().take(id);
+        std::mem::forget(guard);
         let mut job = job.ok_or_else(|| Error::Corrupt("the job vanished".into()))?;
         r?;
         finish_all::<R, WO>(&mut job)
     }
 
+    /// Default window of an `imap`: chunks out at once, per worker.
+    fn default_buffersize(&self) -> usize {
+        16 * self.processes()
+    }
+
     /// Applies `f` to every item in the workers; results in input order. `chunksize`: tasks sent
     /// to a worker at once (`None`: automatic, as Python's). Arguments and results cross as
-    /// serde/postcard bytes in shared memory.
+    /// serde/postcard bytes in shared memory — except the primitive number types (`u64`, `f64`,
+    /// …), which cross as their bytes, as with [`Pool::map_plain`] (picked per type, at no cost).
+    ///
+    /// An iterator whose length is known (`0..n`, a `Vec`, `slice.iter().copied()`) is read as
+    /// the workers have room, never held whole; the output is sized once and each result decoded
+    /// straight into its place.
     ///
     /// If some tasks fail, the others still run and the call returns [`Error::MapFailed`] with
     /// the count and the first failure ([`Error::root`] gets at it). An argument or result whose
@@ -256,9 +292,39 @@ impl<Ctx> Pool<Ctx> {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let task = MapFn::<Ctx, T, R, Postcard, Postcard>::new(f);
-        let id = self.submit_list::<T, R, Postcard, Postcard, _>(task, items, chunksize, None)?;
-        self.run_all::<R, Postcard>(id)
+        let task = MapFn::<Ctx, T, R, Auto, Auto>::new(f);
+        let id = self.submit_list::<T, R, Auto, Auto, _>(task, items, chunksize, None, true)?;
+        self.run_all::<R, Auto>(id)
+    }
+
+    /// [`Pool::map`] over a range of integers: the workers compute each item from its index, so
+    /// no argument crosses at all (a chunk is its index range), and plain results (numbers) are
+    /// copied straight into the output.
+    ///
+    /// ```
+    /// let pool = mproc::Pool::new(2)?;
+    /// let squares = pool.map_range(|_, x: u64| x * x, 0..1000u64, None)?;
+    /// assert_eq!(squares[999], 998_001);
+    /// let shifted = pool.map_range(|_, x: i32| x, -5..5i32, Some(3))?;
+    /// assert_eq!(shifted, (-5..5).collect::<Vec<_>>());
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn map_range<T, R>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        range: std::ops::Range<T>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        T: RangeItem,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let len = T::count(range.start, range.end) as usize;
+        let c = self.resolve_chunksize(chunksize, len)?;
+        let task = TaskFn::new(RangeFn::<Ctx, T, R, Auto>::new(f));
+        let job = Job::new(task, c, Box::new(RangeSource::new(range)), Box::new(Fill::<R, Auto>::new(len)));
+        let id = self.submit_job(job, None)?;
+        self.run_all::<R, Auto>(id)
     }
 
     /// [`Pool::map`] with a per-call value: `arg` is encoded once and sent once to each worker
@@ -293,13 +359,13 @@ impl<Ctx> Pool<Ctx> {
             task: 0,
             message,
         })?;
-        let limit = self.core.borrow().max_arg_bytes();
+        let limit = self.core.borrow().max_message_bytes();
         if bytes.len() > limit {
             return Err(Error::MessageTooLarge { what: "per-call value", task: 0, size: bytes.len(), limit });
         }
-        let task = WithFn::<Ctx, A, T, R, Postcard, Postcard>::new(f);
-        let id = self.submit_list::<T, R, Postcard, Postcard, _>(task, items, chunksize, Some(bytes))?;
-        self.run_all::<R, Postcard>(id)
+        let task = WithFn::<Ctx, A, T, R, Auto, Auto>::new(f);
+        let id = self.submit_list::<T, R, Auto, Auto, _>(task, items, chunksize, Some(bytes), true)?;
+        self.run_all::<R, Auto>(id)
     }
 
     /// [`Pool::map`] for plain data ([`crate::Plain`]: numbers, arrays of them, `#[repr(C)]`
@@ -343,7 +409,7 @@ impl<Ctx> Pool<Ctx> {
         R: crate::Plain,
     {
         let task = MapFn::<Ctx, T, R, Plain, Plain>::new(f);
-        let id = self.submit_list::<T, R, Plain, Plain, _>(task, items, chunksize, None)?;
+        let id = self.submit_list::<T, R, Plain, Plain, _>(task, items, chunksize, None, true)?;
         self.run_all::<R, Plain>(id)
     }
 
@@ -359,9 +425,9 @@ impl<Ctx> Pool<Ctx> {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let task = StarFn::<Ctx, A, B, R, Postcard, Postcard>::new(f);
-        let id = self.submit_list::<(A, B), R, Postcard, Postcard, _>(task, items, chunksize, None)?;
-        self.run_all::<R, Postcard>(id)
+        let task = StarFn::<Ctx, A, B, R, Postcard, Auto>::new(f);
+        let id = self.submit_list::<(A, B), R, Postcard, Auto, _>(task, items, chunksize, None, true)?;
+        self.run_all::<R, Auto>(id)
     }
 
     /// [`Pool::map`] without waiting: the handle's `ready`, `wait`, `get` and `get_timeout` give
@@ -385,9 +451,9 @@ impl<Ctx> Pool<Ctx> {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let task = MapFn::<Ctx, T, R, Postcard, Postcard>::new(f);
-        let id = self.submit_list::<T, R, Postcard, Postcard, _>(task, items, chunksize, None)?;
-        Ok(AsyncResult::new(self, id, finish_all::<R, Postcard>))
+        let task = MapFn::<Ctx, T, R, Auto, Auto>::new(f);
+        let id = self.submit_list::<T, R, Auto, Auto, _>(task, items, chunksize, None, false)?;
+        Ok(AsyncResult::new(self, id, finish_all::<R, Auto>))
     }
 
     /// [`Pool::starmap`] without waiting, as [`Pool::map_async`].
@@ -402,13 +468,21 @@ impl<Ctx> Pool<Ctx> {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let task = StarFn::<Ctx, A, B, R, Postcard, Postcard>::new(f);
-        let id = self.submit_list::<(A, B), R, Postcard, Postcard, _>(task, items, chunksize, None)?;
-        Ok(AsyncResult::new(self, id, finish_all::<R, Postcard>))
+        let task = StarFn::<Ctx, A, B, R, Postcard, Auto>::new(f);
+        let id = self.submit_list::<(A, B), R, Postcard, Auto, _>(task, items, chunksize, None, false)?;
+        Ok(AsyncResult::new(self, id, finish_all::<R, Auto>))
     }
 
     /// A lazy [`Pool::map`]: items are taken from `items` as workers have room, and results come
     /// back in order, one `Result` per task. Python's default chunk size for `imap` is 1.
+    ///
+    /// Back-pressure: at most `buffersize` chunks of the call are out at once — sent, running,
+    /// or done and waiting for you to take them — so a slow first item or a slow reader holds
+    /// memory in check (default 16 per worker; set it with [`ResultIter::buffersize`]). Dropping
+    /// the iterator cancels the tasks that have not started.
+    ///
+    /// If `items` panics, the results before the failing item come first, then one
+    /// [`Error::SourcePanicked`] naming it, then the end.
     pub fn imap<T, R, I>(&self, f: fn(&Ctx, T) -> R, items: I, chunksize: usize) -> Result<ResultIter<'_, Ctx, R>>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -416,9 +490,26 @@ impl<Ctx> Pool<Ctx> {
         I: IntoIterator<Item = T>,
         I::IntoIter: 'static,
     {
-        let task = TaskFn::new(MapFn::<Ctx, T, R, Postcard, Postcard>::new(f));
-        let id = self.submit::<T, R, Postcard, Postcard>(task, items.into_iter(), chunksize, true, None)?;
-        Ok(ResultIter::new(self, id))
+        self.stream(f, items, chunksize, true)
+    }
+
+    fn stream<T, R, I>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        items: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<ResultIter<'_, Ctx, R>>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+        I: IntoIterator<Item = T>,
+        I::IntoIter: 'static,
+    {
+        let task = TaskFn::new(MapFn::<Ctx, T, R, Auto, Auto>::new(f));
+        let window = Some((self.default_buffersize() * chunksize.max(1)) as u64);
+        let id = self.submit_stream::<T, R, Auto, Auto>(task, items.into_iter(), chunksize, ordered, window)?;
+        Ok(ResultIter::new(self, id, pop_next::<R, Auto>))
     }
 
     /// Like [`Pool::imap`], but results come in the order they finish.
@@ -434,9 +525,7 @@ impl<Ctx> Pool<Ctx> {
         I: IntoIterator<Item = T>,
         I::IntoIter: 'static,
     {
-        let task = TaskFn::new(MapFn::<Ctx, T, R, Postcard, Postcard>::new(f));
-        let id = self.submit::<T, R, Postcard, Postcard>(task, items.into_iter(), chunksize, false, None)?;
-        Ok(ResultIter::new(self, id))
+        self.stream(f, items, chunksize, false)
     }
 
     /// Runs one task and waits for its result.
@@ -470,9 +559,9 @@ impl<Ctx> Pool<Ctx> {
         T: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let task = TaskFn::new(MapFn::<Ctx, T, R, Postcard, Postcard>::new(f));
-        let id = self.submit::<T, R, Postcard, Postcard>(task, std::iter::once(arg), 1, true, None)?;
-        Ok(AsyncResult::new(self, id, finish_one::<R, Postcard>))
+        let task = TaskFn::new(MapFn::<Ctx, T, R, Auto, Auto>::new(f));
+        let id = self.submit_stream::<T, R, Auto, Auto>(task, std::iter::once(arg), 1, true, None)?;
+        Ok(AsyncResult::new(self, id, finish_one::<R, Auto>))
     }
 
     /// Waits until all submitted work is complete, running the callbacks
@@ -503,5 +592,28 @@ impl<Ctx> Pool<Ctx> {
     /// Whether the pool was terminated, joined or interrupted.
     pub fn is_terminated(&self) -> bool {
         self.core.borrow().is_terminated()
+    }
+}
+
+/// Removes a job from the pool when dropped: `run_all` forgets it on the normal path (it takes
+/// the job itself); on an unwind it drops the job, and with it a source that may borrow from the
+/// caller, before the caller's borrow ends.
+struct JobGuard<'p, Ctx> {
+    pool: &'p Pool<Ctx>,
+    id: u64,
+}
+
+impl<Ctx> Drop for JobGuard<'_, Ctx> {
+    fn drop(&mut self) {
+        let mut core = match self.pool.core.try_borrow_mut() {
+            Ok(c) => c,
+            // Cannot happen (every borrow of the core ends inside the call that took it, before an
+            // unwind reaches here); if it did, the job's source might outlive what it borrows.
+            Err(_) => std::process::abort(),
+        };
+        core.abandon(self.id);
+        let job = core.take(self.id);
+        drop(core);
+        drop(job);
     }
 }

@@ -4,15 +4,18 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::pool::wire::{RESULT_HDR, TASK_HDR};
+use crate::pool::wire::RECORD_SLACK;
 use crate::pool::worker::WorkerShared;
 use crate::queue::ring::{Consumer, Futex, Producer, RingControl};
 use crate::shm::Segment;
 use crate::sys::{EventFd, PidFd};
 
-/// Tasks handed to a worker and not yet answered: items `start..end` of a chunk.
+/// Tasks handed to a worker and not yet answered: items `start..end` of a chunk (numbered `seq`
+/// on its slot once sent; `base` and `flags` as in the task header).
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub job: u64,
@@ -21,6 +24,9 @@ pub(crate) struct InFlight {
     pub end: u32,
     pub bytes: Rc<Vec<u8>>,
     pub retries: u32,
+    pub seq: u64,
+    pub base: u64,
+    pub flags: u64,
 }
 
 impl InFlight {
@@ -49,7 +55,9 @@ const ALIGN: usize = 128;
 
 impl Channel {
     pub(crate) fn new(max_message: usize) -> Result<Channel> {
-        let cap = (2 * (max_message + TASK_HDR.max(RESULT_HDR) + 64)).next_multiple_of(4096);
+        // A record of one item of `max_message` bytes, its header and a few failure entries
+        // always fits (records up to half the ring do).
+        let cap = (2 * (max_message + RECORD_SLACK)).next_multiple_of(4096);
         let seg = Segment::anonymous(Self::data_off() + 2 * cap)?;
         Ok(Channel { seg, cap, _not_sync: PhantomData })
     }
@@ -124,10 +132,18 @@ impl Channel {
             unsafe { &mut *self.ctl_ptr(ring) }.reset();
         }
         let s = self.shared();
-        s.current_item.store(0, std::sync::atomic::Ordering::Relaxed);
-        s.done.store(0, std::sync::atomic::Ordering::Relaxed);
+        for a in [&s.current_item, &s.done, &s.started, &s.claim] {
+            a.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        // `fence` is kept: sequence numbers only grow, so an old fence revokes nothing new.
     }
 }
+
+/// How much work, in time, a worker's queue may hold beyond its first two chunks.
+const QUEUE_TARGET_NS: f64 = 1e6;
+/// And at most this many tasks or chunks, whatever their measured cost.
+const QUEUE_MAX_ITEMS: usize = 8192;
+const QUEUE_MAX_CHUNKS: usize = 256;
 
 /// One worker: its channel, its process, its unanswered chunks.
 pub(crate) struct Slot {
@@ -141,6 +157,17 @@ pub(crate) struct Slot {
     pub strikes: u32,
     /// Jobs whose per-call value this incarnation has received.
     pub args_sent: Vec<u64>,
+    /// Sequence number of the last chunk sent to this slot (never reset: see `WorkerShared`).
+    pub seq: u64,
+    /// Measured cost of one task on this worker (ns, moving average over records).
+    pub ns_per_item: f64,
+    /// The chunk (by seq) the worker was running when its queue was taken back: no more work
+    /// goes to it until that chunk is answered.
+    pub stalled_on: Option<u64>,
+    /// The progress mark (`started`, `done`) last seen, and when it was first seen.
+    pub watch: ((u64, u64), Instant),
+    /// Set when the parent killed the worker for running past its time limit.
+    pub timed_out: Option<Duration>,
 }
 
 impl Slot {
@@ -154,18 +181,61 @@ impl Slot {
             inflight_items: 0,
             strikes: 0,
             args_sent: Vec::new(),
+            seq: 0,
+            ns_per_item: 2000.0,
+            stalled_on: None,
+            watch: ((0, 0), Instant::now()),
+            timed_out: None,
         })
     }
 
-    /// Whether the worker has enough queued to stay busy (two chunks and 256 items). A bounded
-    /// per-worker queue with back-pressure replaces this rule later.
+    /// Whether the worker has enough queued: two chunks, plus as many as its measured speed
+    /// gets through in about a millisecond (bounded). A short queue is what lets a stuck worker
+    /// hold up little, and what the parent takes back when another worker runs dry.
     pub(crate) fn saturated(&self) -> bool {
-        self.inflight.len() >= 2 && self.inflight_items >= 256
+        if self.stalled_on.is_some_and(|q| self.inflight.front().is_some_and(|f| f.seq == q)) {
+            return true;
+        }
+        let n = self.inflight.len();
+        n >= 2
+            && (n >= QUEUE_MAX_CHUNKS
+                || self.inflight_items >= QUEUE_MAX_ITEMS
+                || self.inflight_items as f64 * self.ns_per_item >= QUEUE_TARGET_NS)
+    }
+
+    /// Learns the cost of a task from a record of `count` tasks that took `busy_ns` (0: not timed).
+    /// (A function of the field, so it can be called while the channel is borrowed.)
+    pub(crate) fn learn(ns_per_item: &mut f64, count: u32, busy_ns: u64) {
+        if count > 0 && busy_ns > 0 {
+            let x = busy_ns as f64 / f64::from(count);
+            *ns_per_item = 0.75 * *ns_per_item + 0.25 * x.max(1.0);
+        }
+    }
+
+    /// Takes back every chunk the worker has not started (the claim/fence handshake of
+    /// `WorkerShared`): they are returned, to be sent elsewhere. The chunk it runs stays.
+    pub(crate) fn revoke(&mut self) -> Vec<InFlight> {
+        let Some(last) = self.inflight.back().map(|f| f.seq) else { return Vec::new() };
+        let shared = self.chan.shared();
+        // Never lowered (a chunk moved earlier must stay revoked): a SeqCst read-modify-write,
+        // in the handshake's total order like a store.
+        shared.fence.fetch_max(last, Ordering::SeqCst);
+        let claimed = shared.claim.load(Ordering::SeqCst);
+        let mut moved = Vec::new();
+        let mut kept = VecDeque::new();
+        for f in self.inflight.drain(..) {
+            if f.seq > claimed { moved.push(f) } else { kept.push_back(f) }
+        }
+        self.inflight = kept;
+        self.inflight_items = self.inflight.iter().map(InFlight::items).sum();
+        self.stalled_on = self.inflight.front().map(|f| f.seq);
+        moved
     }
 
     /// Marks the worker gone (after it was reaped).
     pub(crate) fn gone(&mut self) {
         self.alive = false;
         self.pidfd = None;
+        self.stalled_on = None;
     }
 }

@@ -45,16 +45,25 @@ impl Spawner {
 
 pub(crate) struct Supervisor {
     spawner: Spawner,
-    settings: Settings,
+    pub(crate) settings: Settings,
     base_seed: u64,
     /// Why the pool can run nothing any more.
     pub broken: Option<String>,
     last_check: Instant,
+    /// When time limits were last checked.
+    last_timeouts: Instant,
 }
 
 impl Supervisor {
     pub(crate) fn new(spawner: Spawner, settings: Settings, base_seed: u64) -> Supervisor {
-        Supervisor { spawner, settings, base_seed, broken: None, last_check: Instant::now() }
+        Supervisor {
+            spawner,
+            settings,
+            base_seed,
+            broken: None,
+            last_check: Instant::now(),
+            last_timeouts: Instant::now(),
+        }
     }
 
     /// Forks the worker for slot `i`.
@@ -64,19 +73,71 @@ impl Supervisor {
         let spawner = &self.spawner;
         let seed = crate::worker::seed_for(self.base_seed, i);
         let max_tasks = self.settings.max_tasks_per_child;
+        let item_limit = self.settings.max_message_bytes;
         let pid = fork_with(self.settings.fork_policy, &[wake.as_raw_fd()], || {
             sys::ignore_signal(libc::SIGINT);
             crate::worker::set(i, seed);
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| spawner.run_init())).is_err() {
                 return 3;
             }
-            worker::serve(ctx, chan.worker_tasks(), chan.worker_results(wake), chan.shared(), max_tasks)
+            worker::serve(ctx, chan.worker_tasks(), chan.worker_results(wake), chan.shared(), max_tasks, item_limit)
         })?;
         slot.pid = pid;
         slot.pidfd = PidFd::open(pid).ok();
         slot.alive = true;
         slot.args_sent.clear();
+        slot.timed_out = None;
+        slot.watch = ((0, 0), Instant::now());
         Ok(())
+    }
+
+    /// The time limit of the task worker `slot` runs (or would run next): its job's, else the
+    /// pool's.
+    fn limit_for(&self, slot: &Slot, jobs: &Jobs) -> Option<Duration> {
+        let shared = slot.chan.shared();
+        let job = if shared.current_item.load(Ordering::Relaxed) != 0 {
+            shared.current_job.load(Ordering::Relaxed)
+        } else {
+            slot.inflight.front()?.job
+        };
+        jobs.get(job).and_then(|j| j.timeout).or(self.settings.task_timeout)
+    }
+
+    /// Whether any time limit may apply (then the parent does not sleep past [`Self::tick`]).
+    pub(crate) fn timing(&self, jobs: &Jobs) -> bool {
+        self.settings.task_timeout.is_some() || jobs.any_timeout()
+    }
+
+    /// How often time limits are checked while work is out.
+    pub(crate) fn tick(&self, jobs: &Jobs) -> Duration {
+        let shortest = jobs.min_timeout().into_iter().chain(self.settings.task_timeout).min();
+        shortest
+            .map_or(Duration::from_millis(100), |d| (d / 8).clamp(Duration::from_millis(1), Duration::from_millis(100)))
+    }
+
+    /// Kills every worker that has shown no progress (no task started or finished) for longer
+    /// than the time limit of the task it runs (or, if stopped before starting it, of the
+    /// next). The death is then handled as any other, with the task failing as timed out.
+    pub(crate) fn check_timeouts(&mut self, slots: &mut [Slot], jobs: &Jobs) {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.last_timeouts) < Duration::from_millis(1) {
+            return;
+        }
+        self.last_timeouts = now;
+        for s in slots.iter_mut().filter(|s| s.alive && s.timed_out.is_none()) {
+            let shared = s.chan.shared();
+            let mark = (shared.started.load(Ordering::Relaxed), shared.done.load(Ordering::Relaxed));
+            if s.inflight.is_empty() || mark != s.watch.0 {
+                s.watch = (mark, now);
+                continue;
+            }
+            let Some(limit) = self.limit_for(s, jobs) else { continue };
+            let ran = now.saturating_duration_since(s.watch.1);
+            if ran > limit {
+                s.timed_out = Some(limit);
+                let _ = sys::kill(s.pid, libc::SIGKILL);
+            }
+        }
     }
 
     /// Whether a periodic death check is due (while results flow, the parent does not sleep in
@@ -128,16 +189,18 @@ impl Supervisor {
             WaitOutcome::Signaled(s) => (Some(Signal(s)), None),
             WaitOutcome::Exited(c) => (None, Some(c)),
         };
-        jobs.collect_from(&mut slots[i], &mut |b| dispatch.recycle(b))?;
+        jobs.collect_from(&mut slots[i], dispatch)?;
         let slot = &mut slots[i];
         slot.gone();
         let shared = slot.chan.shared();
         let current = shared.current_item.load(Ordering::Relaxed);
         let current_job = shared.current_job.load(Ordering::Relaxed);
         let finished_any = shared.done.load(Ordering::Relaxed) > 0;
-        let blamed = self.blame(slot, current_job, current.checked_sub(1), jobs, dispatch, pid, signal, code);
+        let timed_out = slot.timed_out.take();
+        let blamed =
+            self.blame(slot, current_job, current.checked_sub(1), jobs, dispatch, pid, signal, code, timed_out);
         slot.chan.reset();
-        let clean_exit = code == Some(0) && !blamed;
+        let clean_exit = (code == Some(0) || timed_out.is_some()) && !blamed;
         slot.strikes = if blamed || finished_any || clean_exit { 0 } else { slot.strikes + 1 };
         if stopping {
             return Ok(());
@@ -175,6 +238,7 @@ impl Supervisor {
         pid: i32,
         signal: Option<Signal>,
         code: Option<i32>,
+        timed_out: Option<Duration>,
     ) -> bool {
         let mut blamed = false;
         slot.inflight_items = 0;
@@ -190,18 +254,23 @@ impl Supervisor {
                 continue;
             }
             if let Some(job) = jobs.get_mut(e.job) {
-                job.fail(task, Error::WorkerDied { pid, signal, code, task: Some(task) });
+                let e = match timed_out {
+                    Some(after) => Error::TaskTimedOut { task, pid, after },
+                    None => Error::WorkerDied { pid, signal, code, task: Some(task) },
+                };
+                job.fail(task, e);
             }
             jobs.settle(e.job);
             // The rest of the chunk runs again: the tasks before the fatal one (their results
             // died with the worker) and those after it.
             let rel = (task - e.first) as u32;
-            let InFlight { job, first, start, end, bytes, retries } = e;
+            let InFlight { job, first, start, end, bytes, retries, seq, base, flags } = e;
             if rel + 1 < end {
-                dispatch.requeue_front(InFlight { job, first, start: rel + 1, end, bytes: bytes.clone(), retries });
+                let bytes = bytes.clone();
+                dispatch.requeue_front(InFlight { job, first, start: rel + 1, end, bytes, retries, seq, base, flags });
             }
             if start < rel {
-                dispatch.requeue_front(InFlight { job, first, start, end: rel, bytes, retries });
+                dispatch.requeue_front(InFlight { job, first, start, end: rel, bytes, retries, seq, base, flags });
             }
         }
         blamed

@@ -188,20 +188,52 @@ where
     }
 }
 
-/// Runs items `start..end` of a chunk with `call`, publishing tagged results.
+/// Runs items `start..end` of a chunk with `call`, decoding each from the chunk's bytes.
 fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<'_, '_>, call: impl Fn(&Ctx, T) -> R) {
     let h = run.h;
     let mut input = run.items;
-    run.out.begin(h.job, h.first + u64::from(h.start));
-    for i in 0..h.end {
-        let item = WI::decode(&mut input);
-        if i < h.start {
-            continue;
-        }
+    if let Some(n) = WI::plain_size() {
+        // Fixed-size items: skip straight to item `start`.
+        input = input.get(n * h.start as usize..).unwrap_or(&[]);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, |_| WI::decode(&mut input), call);
+        return;
+    }
+    let mut skip = h.start;
+    run_each::<Ctx, T, R, WO>(
+        ctx,
+        run,
+        h.start,
+        |_| {
+            while skip > 0 {
+                skip -= 1;
+                WI::decode(&mut input)?;
+            }
+            WI::decode(&mut input)
+        },
+        call,
+    );
+}
+
+/// Runs items `start..end` of a chunk, getting item `i` (its index in the chunk) from `item`,
+/// publishing results: one record per chunk (or more, if it outgrows a record).
+#[inline]
+fn run_each<Ctx, T, R, WO: Wire<R>>(
+    ctx: &Ctx,
+    run: &mut ChunkRun<'_, '_>,
+    start: u32,
+    mut item: impl FnMut(u32) -> Result<T, String>,
+    call: impl Fn(&Ctx, T) -> R,
+) {
+    let h = run.h;
+    run.out.begin(h.job, h.first + u64::from(start), h.seq, h.end - start);
+    let mut started = run.shared.started.load(Ordering::Relaxed);
+    for i in start..h.end {
         let idx = h.first + u64::from(i);
-        match item {
+        match item(i) {
             Err(e) => run.out.item_err(wire::UNDECODABLE, &e),
             Ok(x) => {
+                started += 1;
+                run.shared.started.store(started, Ordering::Relaxed);
                 run.shared.current_item.store(idx + 1, Ordering::Relaxed);
                 let r = catch_unwind(AssertUnwindSafe(|| call(ctx, x)));
                 run.shared.current_item.store(0, Ordering::Relaxed);
@@ -218,9 +250,57 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
 /// Fails every item of the chunk as undecodable, with `msg`.
 fn fail_items(run: &mut ChunkRun<'_, '_>, msg: &str) {
     let h = run.h;
-    run.out.begin(h.job, h.first + u64::from(h.start));
+    run.out.begin(h.job, h.first + u64::from(h.start), h.seq, h.end - h.start);
     for _ in h.start..h.end {
         run.out.item_err(wire::UNDECODABLE, msg);
     }
     run.out.finish();
+}
+
+/// An integer type [`crate::Pool::map_range`] can hand out by index: the workers compute each
+/// item as `range.start + index` themselves, so no item crosses the ring.
+pub trait RangeItem: Copy + 'static + sealed::Sealed {
+    /// The raw bits of `self`, as carried in a chunk header.
+    #[doc(hidden)]
+    fn to_bits(self) -> u64;
+    /// `start + k` (wrapping), `start` given by its bits.
+    #[doc(hidden)]
+    fn at(start_bits: u64, k: u64) -> Self;
+    /// Items in `start..end` (0 if empty).
+    #[doc(hidden)]
+    fn count(start: Self, end: Self) -> u64;
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+macro_rules! range_items {
+    ($($t:ty),*) => { $(
+        impl sealed::Sealed for $t {}
+        impl RangeItem for $t {
+            fn to_bits(self) -> u64 {
+                self as u64
+            }
+            fn at(start_bits: u64, k: u64) -> Self {
+                (start_bits as $t).wrapping_add(k as $t)
+            }
+            fn count(start: Self, end: Self) -> u64 {
+                if end > start { (end as i128 - start as i128) as u64 } else { 0 }
+            }
+        }
+    )* };
+}
+range_items!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+
+/// `fn(&Ctx, T) -> R` over a range of integers: items are computed from their index.
+pub(crate) struct RangeFn<Ctx, T, R, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> WO>);
+fn_wrapper!(RangeFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
+
+impl<Ctx, T: RangeItem, R, WO: Wire<R>> Task<Ctx> for RangeFn<Ctx, T, R, WO> {
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        let h = run.h;
+        let first = h.first;
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, |i| Ok(T::at(h.base, first + u64::from(i))), self.0);
+    }
 }

@@ -1,5 +1,6 @@
-//! What crosses the rings: record kinds and headers (plain data, read with bytemuck), per-item
-//! tags, and the two codecs (serde/postcard, and plain bytes).
+//! What crosses the rings: record kinds and headers (plain data, read with bytemuck), the
+//! results record's layout (successful results back to back, then a list of the failed items),
+//! and the codecs (serde/postcard, plain bytes, and `Auto`, which picks one by type).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -13,11 +14,12 @@ pub(crate) const STOP: u32 = 2;
 pub(crate) const CALL_ARG: u32 = 3;
 /// The job is over: the worker drops its per-call value. A [`JobHeader`].
 pub(crate) const JOB_END: u32 = 4;
-/// Out-ring record kind (worker → parent).
+/// Out-ring record kinds (worker → parent): a chunk's results; or a chunk the worker skipped
+/// without running any of it, because the parent revoked it (see `WorkerShared::fence`).
 pub(crate) const RESULTS: u32 = 1;
+pub(crate) const SKIPPED: u32 = 2;
 
-/// Per-item tags in a results record.
-pub(crate) const OK: u8 = 0;
+/// Why an item of a results record failed (its entry in the record's exception list).
 pub(crate) const PANICKED: u8 = 1;
 pub(crate) const TOO_LARGE: u8 = 2;
 /// The argument could not be decoded in the worker (message follows).
@@ -25,8 +27,13 @@ pub(crate) const UNDECODABLE: u8 = 3;
 /// The result could not be encoded in the worker (message follows).
 pub(crate) const UNENCODABLE: u8 = 4;
 
+/// [`TaskHeader::flags`]: the chunk carries no items; item `i` is the job's range start plus
+/// `first + i` ([`crate::Pool::map_range`]).
+pub(crate) const RANGE: u64 = 1;
+
 /// A chunk of tasks: items `start..end` of the items encoded after the header, whose item 0 is
-/// task `first` of job `job`, each run by `task`.
+/// task `first` of job `job`, each run by `task`. `seq` numbers the chunks sent to one worker
+/// slot (strictly increasing); `base` is the range start ([`RANGE`]).
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct TaskHeader {
@@ -35,17 +42,25 @@ pub(crate) struct TaskHeader {
     pub start: u32,
     pub end: u32,
     pub task: TaskFn,
+    pub seq: u64,
+    pub base: u64,
+    pub flags: u64,
 }
 
-/// Results of tasks `first..first+count` of job `job`, as tagged items.
+/// Results of tasks `first..first+count` of job `job` (from the chunk numbered `seq`). The body
+/// is the successful results, encoded back to back (`ok_len` bytes, no per-item tag), then
+/// `exceptions` entries for the items that failed, each `[index in record: u32][why: u8][detail]`,
+/// in index order. `busy_ns`: how long the worker spent on these items.
 #[derive(Clone, Copy, Debug)]
 #[repr(C)]
 pub(crate) struct ResultHeader {
     pub job: u64,
     pub first: u64,
     pub count: u32,
-    /// Zero. Room for a chunk-level status (all items OK, so no per-item tags).
-    pub reserved: u32,
+    pub exceptions: u32,
+    pub ok_len: u64,
+    pub seq: u64,
+    pub busy_ns: u64,
 }
 
 /// Names the job of a [`CALL_ARG`] or [`JOB_END`] record.
@@ -73,8 +88,8 @@ unsafe impl bytemuck::Pod for JobHeader {}
 
 const _: () = {
     use std::mem::size_of;
-    assert!(size_of::<TaskHeader>() == 8 + 8 + 4 + 4 + size_of::<TaskFn>());
-    assert!(size_of::<ResultHeader>() == 8 + 8 + 4 + 4);
+    assert!(size_of::<TaskHeader>() == 8 + 8 + 4 + 4 + size_of::<TaskFn>() + 8 + 8 + 8);
+    assert!(size_of::<ResultHeader>() == 8 + 8 + 4 + 4 + 8 + 8 + 8);
     assert!(size_of::<JobHeader>() == 8);
 };
 
@@ -82,31 +97,47 @@ pub(crate) const TASK_HDR: usize = std::mem::size_of::<TaskHeader>();
 pub(crate) const RESULT_HDR: usize = std::mem::size_of::<ResultHeader>();
 pub(crate) const JOB_HDR: usize = std::mem::size_of::<JobHeader>();
 
+/// Longest failure message kept in a results record (longer ones are cut at a char boundary).
+pub(crate) const MAX_MESSAGE: usize = 1024;
+
+/// Room a ring keeps beside the largest item: headers and a few exception entries.
+pub(crate) const RECORD_SLACK: usize = 4096;
+
 /// Reads a header from the front of a record: `None` if the record is shorter than the header.
 pub(crate) fn read_header<H: bytemuck::Pod>(bytes: &[u8]) -> Option<H> {
     bytes.get(..std::mem::size_of::<H>()).map(bytemuck::pod_read_unaligned)
 }
 
 /// How values are turned into bytes and back.
-pub(crate) trait Wire<T> {
+///
+/// # Safety
+/// An implementation whose [`Wire::plain_size`] returns `Some(n)` for `T` promises that `T` is
+/// plain data of `n` bytes (no padding, every bit pattern valid: `bytemuck::Pod`) and that
+/// `encode` writes exactly its `n` bytes: callers then copy whole runs of values as bytes.
+pub(crate) unsafe trait Wire<T> {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String>;
     fn decode(input: &mut &[u8]) -> Result<T, String>;
+    /// `Some(size_of::<T>())` when values are their own bytes (see the trait's safety rule).
+    fn plain_size() -> Option<usize> {
+        None
+    }
 }
 
 /// serde + postcard: any `Serialize + DeserializeOwned` type.
 pub(crate) struct Postcard;
 
-impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
+// SAFETY: `plain_size` is `None`.
+unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
-        let buf = std::mem::take(out);
-        match postcard::to_extend(v, buf) {
-            Ok(b) => {
-                *out = b;
-                Ok(())
-            }
+        let at = out.len();
+        match postcard::serialize_with_flavor(v, Append(out)) {
+            Ok(()) => Ok(()),
             // postcard drops the message of `S::Error::custom` ("Serde Serialization Error"):
             // run the value through the probe, which keeps it. Only on failure: no cost otherwise.
-            Err(e) => Err(probe::message(v).unwrap_or_else(|| e.to_string())),
+            Err(e) => {
+                out.truncate(at);
+                Err(probe::message(v).unwrap_or_else(|| e.to_string()))
+            }
         }
     }
 
@@ -117,11 +148,37 @@ impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
     }
 }
 
+/// A postcard output that appends to a borrowed buffer (so the bytes before it are kept if
+/// encoding fails), a byte with `push` and a run with `extend_from_slice` (postcard's own
+/// `Extend` flavour goes through an iterator per byte).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// The copy-free path: plain data ([`crate::Plain`]: no padding, every bit pattern valid) is
 /// copied as its bytes, no encoding.
 pub(crate) struct Plain;
 
-impl<T: crate::Plain> Wire<T> for Plain {
+// SAFETY: `T: Pod`, and `encode` writes exactly `bytes_of(v)`.
+unsafe impl<T: crate::Plain> Wire<T> for Plain {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
         out.extend_from_slice(bytemuck::bytes_of(v));
         Ok(())
@@ -134,12 +191,104 @@ impl<T: crate::Plain> Wire<T> for Plain {
         *input = &input[n..];
         Ok(v)
     }
+
+    fn plain_size() -> Option<usize> {
+        Some(std::mem::size_of::<T>())
+    }
 }
 
-/// Encodes a panic or error message after its tag.
+/// What [`crate::Pool::map`] and its serde siblings use: a primitive number type (`u8`…`u128`,
+/// `i8`…`i128`, `usize`, `isize`, `f32`, `f64`) crosses as its bytes, like [`Plain`]; a
+/// `Vec<u8>` as postcard lays it out (a varint length, then the bytes) but copied in one piece
+/// rather than byte by byte through serde; any other type through [`Postcard`]. Chosen per type
+/// by `TypeId` (no specialisation needed: the test compares constants, folded away in each
+/// instance).
+pub(crate) struct Auto;
+
+/// Whether `T` is one of the primitive number types (all `bytemuck::Pod`).
+fn is_primitive<T: 'static>() -> bool {
+    use std::any::TypeId;
+    let t = TypeId::of::<T>();
+    macro_rules! any_of { ($($p:ty),*) => { false $(|| t == TypeId::of::<$p>())* }; }
+    any_of!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64)
+}
+
+// SAFETY: `plain_size` is `Some` only for the primitive number types, which are `Pod`; for them
+// `encode` writes exactly the value's bytes.
+unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
+    #[inline]
+    fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        if let Some(bytes) = (v as &dyn std::any::Any).downcast_ref::<Vec<u8>>() {
+            put_varint(out, bytes.len() as u64);
+            out.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if is_primitive::<T>() {
+            // SAFETY: `T` is a primitive number type: `size_of::<T>()` initialised bytes, no
+            // padding.
+            let b = unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) };
+            out.extend_from_slice(b);
+            return Ok(());
+        }
+        <Postcard as Wire<T>>::encode(v, out)
+    }
+
+    #[inline]
+    fn decode(input: &mut &[u8]) -> Result<T, String> {
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
+            let n = get_varint(input).ok_or("truncated length")? as usize;
+            let Some(bytes) = input.get(..n) else { return Err("truncated bytes".into()) };
+            let v = std::mem::ManuallyDrop::new(bytes.to_vec());
+            *input = &input[n..];
+            // SAFETY: `T` is `Vec<u8>` (same TypeId): this moves the vector out as itself.
+            return Ok(unsafe { std::mem::transmute_copy::<Vec<u8>, T>(&v) });
+        }
+        if is_primitive::<T>() {
+            let n = std::mem::size_of::<T>();
+            let Some(bytes) = input.get(..n) else { return Err("truncated plain value".into()) };
+            // SAFETY: `n` readable bytes; `T` is a primitive number type, valid for any bits;
+            // unaligned read.
+            let v = unsafe { bytes.as_ptr().cast::<T>().read_unaligned() };
+            *input = &input[n..];
+            return Ok(v);
+        }
+        <Postcard as Wire<T>>::decode(input)
+    }
+
+    fn plain_size() -> Option<usize> {
+        is_primitive::<T>().then(std::mem::size_of::<T>)
+    }
+}
+
+/// A LEB128 varint, as postcard writes lengths.
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(input: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, &b) in input.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            *input = &input[i + 1..];
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Encodes a panic or error message, cut to [`MAX_MESSAGE`] bytes.
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    let mut n = s.len().min(MAX_MESSAGE);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    put_u64(out, n as u64);
+    out.extend_from_slice(&s.as_bytes()[..n]);
 }
 
 pub(crate) fn get_str(input: &mut &[u8]) -> String {
@@ -332,8 +481,25 @@ mod tests {
     }
 
     #[test]
+    fn auto_lays_out_bytes_and_numbers_as_postcard_and_plain_do() {
+        for v in [vec![], vec![7u8; 5], vec![1u8; 300], vec![2u8; 70_000]] {
+            let (mut a, mut p) = (Vec::new(), Vec::new());
+            <Auto as Wire<Vec<u8>>>::encode(&v, &mut a).unwrap();
+            <Postcard as Wire<Vec<u8>>>::encode(&v, &mut p).unwrap();
+            assert_eq!(a, p, "len {}", v.len());
+            assert_eq!(<Auto as Wire<Vec<u8>>>::decode(&mut &a[..]).unwrap(), v);
+        }
+        let mut a = Vec::new();
+        <Auto as Wire<u64>>::encode(&0x0102_0304_0506_0708, &mut a).unwrap();
+        assert_eq!(a, 0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(<Auto as Wire<u64>>::plain_size(), Some(8));
+        assert_eq!(<Auto as Wire<String>>::plain_size(), None);
+        assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[0x85u8][..]).is_err(), "truncated varint");
+    }
+
+    #[test]
     fn headers_round_trip_through_unaligned_bytes_and_short_records_are_refused() {
-        let h = ResultHeader { job: 3, first: 70, count: 9, reserved: 0 };
+        let h = ResultHeader { job: 3, first: 70, count: 9, exceptions: 0, ok_len: 0, seq: 1, busy_ns: 0 };
         let mut b = vec![0xAAu8];
         b.extend_from_slice(bytemuck::bytes_of(&h));
         let back: ResultHeader = read_header(&b[1..]).unwrap();

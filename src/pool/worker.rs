@@ -3,6 +3,9 @@
 use std::cell::RefCell;
 use std::sync::Once;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
 
 use crate::pool::task::{CallArg, ChunkRun};
 use crate::pool::wire::{self, CALL_ARG, JOB_END, JOB_HDR, JobHeader, RESULT_HDR, ResultHeader, STOP, TASK, TASK_HDR};
@@ -10,16 +13,34 @@ use crate::queue::ring::{Consumer, Producer, Wake};
 use crate::shm::ShmSafe;
 use crate::sys::EventFd;
 
-/// What a worker publishes about itself in shared memory, for the parent's supervisor.
+/// What a worker publishes about itself in shared memory, for the parent's supervisor, and the
+/// parent's one instruction to it (`fence`).
+///
+/// # Revoking queued chunks (the claim/fence handshake)
+/// Chunks carry a per-slot sequence number. Before running chunk `s` the worker stores
+/// `claim = s` and then loads `fence`: if `fence >= s` it skips the chunk (answers `SKIPPED`). To
+/// take back the chunks queued behind the running one, the parent stores `fence = F`, then loads
+/// `claim`: every chunk with `claim < s <= F` will certainly be skipped, so the parent sends it
+/// elsewhere at once. All four accesses are SeqCst, hence in one total order: if the worker runs
+/// `s` (its fence load came before the parent's store), its claim store came earlier still, and the
+/// parent's claim load sees `>= s` — the parent does not move `s`. A chunk in neither case (the
+/// worker claimed it, then saw the fence) is answered `SKIPPED`, and the parent moves it then.
 #[repr(C)]
 pub(crate) struct WorkerShared {
     /// Job of the chunk being run.
     pub current_job: AtomicU64,
     /// Task index + 1 of the task being run right now; 0 between tasks. Written before and after
-    /// each task (Relaxed: the parent reads it only after reaping the worker, and waitpid orders).
+    /// each task (Relaxed: the parent reads it after reaping the worker, and waitpid orders; the
+    /// timeout check reads it racily, which only shifts its verdict by one task).
     pub current_item: AtomicU64,
     /// Tasks completed by this incarnation.
     pub done: AtomicU64,
+    /// Tasks started by this incarnation (Relaxed): the timeout check watches it move.
+    pub started: AtomicU64,
+    /// Sequence number of the last chunk the worker claimed (see above).
+    pub claim: AtomicU64,
+    /// Written by the parent: chunks numbered up to this are not to be run.
+    pub fence: CachePadded<AtomicU64>,
 }
 
 // SAFETY: atomics only; zero is the idle state; no Drop.
@@ -57,69 +78,102 @@ pub(crate) fn take_panic_message(p: &(dyn std::any::Any + Send)) -> String {
     LAST_PANIC.with(|l| l.borrow_mut().take()).unwrap_or_else(|| crate::process::panic_message(p))
 }
 
-/// Collects a chunk's results and publishes them as records of at most `limit` bytes.
+/// Collects a chunk's results and publishes them as records of at most the ring's record size:
+/// successful results encoded straight into the record buffer (no per-item copy, no tag), failed
+/// items in an exception list beside it.
 pub(crate) struct ResultWriter<'a> {
     ring: Producer<'a, &'a EventFd>,
+    /// Largest encoded result of one task.
+    item_limit: usize,
+    /// Largest record.
     limit: usize,
     buf: Vec<u8>,
-    scratch: Vec<u8>,
+    exc: Vec<u8>,
     job: u64,
     first: u64,
+    seq: u64,
     count: u32,
+    exceptions: u32,
+    /// When this record was begun, if it is timed.
+    t0: Option<Instant>,
 }
 
 impl<'a> ResultWriter<'a> {
-    pub(crate) fn new(ring: Producer<'a, &'a EventFd>) -> Self {
+    pub(crate) fn new(ring: Producer<'a, &'a EventFd>, item_limit: usize) -> Self {
         ResultWriter {
             limit: ring.max_record(),
+            item_limit,
             ring,
             buf: Vec::new(),
-            scratch: Vec::new(),
+            exc: Vec::new(),
             job: 0,
             first: 0,
+            seq: 0,
             count: 0,
+            exceptions: 0,
+            t0: None,
         }
     }
 
-    pub(crate) fn begin(&mut self, job: u64, first: u64) {
+    /// Starts the results of chunk `seq` of `job`, whose first task to run is `first`, of
+    /// `items` tasks. Timed (two clock reads) if the chunk is large, or one chunk in 16: never
+    /// per item, and not per tiny chunk either.
+    pub(crate) fn begin(&mut self, job: u64, first: u64, seq: u64, items: u32) {
         self.buf.clear();
         self.buf.resize(RESULT_HDR, 0);
-        (self.job, self.first, self.count) = (job, first, 0);
+        self.exc.clear();
+        (self.job, self.first, self.seq, self.count, self.exceptions) = (job, first, seq, 0, 0);
+        self.t0 = (items >= 16 || seq.is_multiple_of(16)).then(Instant::now);
     }
 
+    /// Appends a successful result, encoded by `encode` straight into the record.
+    #[inline]
     pub(crate) fn item_ok(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), String>) {
-        self.scratch.clear();
-        self.scratch.push(wire::OK);
-        if let Err(e) = encode(&mut self.scratch) {
-            self.scratch.clear();
-            self.scratch.push(wire::UNENCODABLE);
-            wire::put_str(&mut self.scratch, &e);
+        let at = self.buf.len();
+        match encode(&mut self.buf) {
+            Err(e) => {
+                self.buf.truncate(at);
+                self.item_err(wire::UNENCODABLE, &e);
+            }
+            Ok(()) => {
+                let n = self.buf.len() - at;
+                if n > self.item_limit {
+                    self.buf.truncate(at);
+                    let mut d = Vec::with_capacity(16);
+                    wire::put_u64(&mut d, n as u64);
+                    wire::put_u64(&mut d, self.item_limit as u64);
+                    self.exception(wire::TOO_LARGE, &d);
+                    return;
+                }
+                if self.buf.len() + self.exc.len() > self.limit {
+                    // The record is full: publish what came before this result, which starts the next.
+                    let tail = self.buf.split_off(at);
+                    self.publish();
+                    self.begin(self.job, self.first + u64::from(self.count), self.seq, u32::MAX);
+                    self.buf.extend_from_slice(&tail);
+                }
+                self.count += 1;
+            }
         }
-        self.append();
     }
 
-    pub(crate) fn item_err(&mut self, tag: u8, msg: &str) {
-        self.scratch.clear();
-        self.scratch.push(tag);
-        wire::put_str(&mut self.scratch, msg);
-        self.append();
+    /// Records a failed item with its message.
+    pub(crate) fn item_err(&mut self, why: u8, msg: &str) {
+        let mut d = Vec::with_capacity(msg.len().min(wire::MAX_MESSAGE) + 8);
+        wire::put_str(&mut d, msg);
+        self.exception(why, &d);
     }
 
-    fn append(&mut self) {
-        if RESULT_HDR + self.scratch.len() > self.limit {
-            let size = self.scratch.len() - 1;
-            self.scratch.clear();
-            self.scratch.push(wire::TOO_LARGE);
-            wire::put_u64(&mut self.scratch, size as u64);
-            wire::put_u64(&mut self.scratch, (self.limit - RESULT_HDR - 1) as u64);
-        }
-        if self.buf.len() + self.scratch.len() > self.limit {
+    fn exception(&mut self, why: u8, detail: &[u8]) {
+        if self.buf.len() + self.exc.len() + 5 + detail.len() > self.limit {
             self.publish();
-            let next = self.first + u64::from(self.count);
-            self.begin(self.job, next);
+            self.begin(self.job, self.first + u64::from(self.count), self.seq, u32::MAX);
         }
-        self.buf.extend_from_slice(&self.scratch);
+        self.exc.extend_from_slice(&self.count.to_le_bytes());
+        self.exc.push(why);
+        self.exc.extend_from_slice(detail);
         self.count += 1;
+        self.exceptions += 1;
     }
 
     pub(crate) fn finish(&mut self) {
@@ -129,13 +183,31 @@ impl<'a> ResultWriter<'a> {
     }
 
     fn publish(&mut self) {
-        let h = ResultHeader { job: self.job, first: self.first, count: self.count, reserved: 0 };
+        let h = ResultHeader {
+            job: self.job,
+            first: self.first,
+            count: self.count,
+            exceptions: self.exceptions,
+            ok_len: (self.buf.len() - RESULT_HDR) as u64,
+            seq: self.seq,
+            // 0: not timed.
+            busy_ns: self.t0.map_or(0, |t| t.elapsed().as_nanos().max(1) as u64),
+        };
         self.buf[..RESULT_HDR].copy_from_slice(bytemuck::bytes_of(&h));
-        let buf = &self.buf;
+        let (buf, exc) = (&self.buf, &self.exc);
         // Waits while the ring is full; records are kept under the ring's limit.
         self.ring
-            .push_with(wire::RESULTS, buf.len(), |b| b.copy_from_slice(buf))
+            .push_with(wire::RESULTS, buf.len() + exc.len(), |b| {
+                b[..buf.len()].copy_from_slice(buf);
+                b[buf.len()..].copy_from_slice(exc);
+            })
             .expect("result record under the limit");
+    }
+
+    /// Tells the parent chunk `seq` (tasks `first..first+count`) was skipped, not run.
+    fn skipped(&mut self, job: u64, first: u64, count: u32, seq: u64) {
+        let h = ResultHeader { job, first, count, exceptions: 0, ok_len: 0, seq, busy_ns: 0 };
+        self.ring.push_with(wire::SKIPPED, RESULT_HDR, |b| b.copy_from_slice(bytemuck::bytes_of(&h))).expect("small");
     }
 }
 
@@ -151,8 +223,9 @@ pub(crate) fn serve<W: Wake>(
     output: Producer<'_, &EventFd>,
     shared: &WorkerShared,
     max_tasks: Option<u64>,
+    item_limit: usize,
 ) -> i32 {
-    let mut out = ResultWriter::new(output);
+    let mut out = ResultWriter::new(output, item_limit);
     let mut args: Vec<(u64, CallArg)> = Vec::new();
     let mut done = 0u64;
     loop {
@@ -178,6 +251,13 @@ pub(crate) fn serve<W: Wake>(
             _ => return 4, // not written by this pool's parent
         }
         let Some(h) = wire::read_header::<wire::TaskHeader>(body) else { return 4 };
+        // The claim/fence handshake (see `WorkerShared`).
+        shared.claim.store(h.seq, Ordering::SeqCst);
+        if shared.fence.load(Ordering::SeqCst) >= h.seq {
+            out.skipped(h.job, h.first + u64::from(h.start), h.end - h.start, h.seq);
+            rec.commit();
+            continue;
+        }
         shared.current_job.store(h.job, Ordering::Relaxed);
         let mut run = ChunkRun { items: &body[TASK_HDR..], h, shared, out: &mut out, arg: arg_of(&mut args, h.job) };
         // SAFETY: the parent wrote `h.task` with `TaskFn::new` for this pool's context type (the
