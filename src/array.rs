@@ -259,3 +259,103 @@ impl<T: Plain> Array<T> {
         Ok(self.lock()?.to_vec())
     }
 }
+
+/// An n-dimensional array in shared memory: a [`RawArray`] with a shape, viewed through
+/// `ndarray` — the book's numpy array over a `RawArray`, without copying it into any worker.
+///
+/// Create it before forking; every forked worker sees the same elements. Views are `unsafe`
+/// for the reason [`RawArray::as_mut_slice`] is: processes must not touch the same element at
+/// once (give each worker its own rows), and mproc cannot check that.
+///
+/// # Example: two workers fill their own rows of one array
+/// ```
+/// use mproc::{Process, SharedArray};
+///
+/// let a = SharedArray::<f64, _>::zeroed((4, 3))?;
+/// let workers: Vec<Process> = (0..2)
+///     .map(|w| {
+///         let a = &a;
+///         Process::spawn(move || {
+///             // SAFETY: worker w writes only rows w and w + 2; no other process touches them.
+///             let mut v = unsafe { a.view_mut() };
+///             for r in (w..4).step_by(2) {
+///                 v.row_mut(r).fill((w + 1) as f64);
+///             }
+///         })
+///     })
+///     .collect::<Result<_, _>>()?;
+/// for mut w in workers {
+///     w.join()?;
+/// }
+/// // SAFETY: the workers have ended; nothing writes the array now.
+/// let v = unsafe { a.view() };
+/// assert_eq!(v.column(0).to_vec(), vec![1.0, 2.0, 1.0, 2.0]);
+/// # Ok::<(), mproc::Error>(())
+/// ```
+#[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
+pub struct SharedArray<T: Plain, D: ndarray::Dimension> {
+    raw: RawArray<T>,
+    dim: D,
+}
+
+#[cfg(feature = "ndarray")]
+impl<T: Plain, D: ndarray::Dimension> Clone for SharedArray<T, D> {
+    fn clone(&self) -> Self {
+        SharedArray { raw: self.raw.clone(), dim: self.dim.clone() }
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl<T: Plain, D: ndarray::Dimension> fmt::Debug for SharedArray<T, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedArray").field("shape", &self.dim.slice()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl<T: Plain, D: ndarray::Dimension> SharedArray<T, D> {
+    /// A zeroed array of `shape` (row-major) in its own anonymous shared segment. Pages are
+    /// touched only when written, so creating a GiB array costs microseconds.
+    pub fn zeroed<Sh: ndarray::IntoDimension<Dim = D>>(shape: Sh) -> Result<Self> {
+        let dim = shape.into_dimension();
+        let len = dim
+            .slice()
+            .iter()
+            .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+            .ok_or_else(|| crate::Error::InvalidArgument(format!("shape {:?} overflows usize", dim.slice())))?;
+        Ok(SharedArray { raw: RawArray::zeroed(len)?, dim })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        self.dim.slice()
+    }
+
+    /// The elements as a flat [`RawArray`] (atomic element access, raw slices).
+    pub fn raw(&self) -> &RawArray<T> {
+        &self.raw
+    }
+
+    /// A read-only view.
+    ///
+    /// # Safety
+    /// No process or thread writes the elements the view is used to read while it is in use.
+    pub unsafe fn view(&self) -> ndarray::ArrayView<'_, T, D> {
+        // SAFETY: forwarded to the caller (as for `RawArray::as_slice`); the shape was checked to
+        // cover exactly the array's elements at creation.
+        let slice = unsafe { self.raw.as_slice() };
+        ndarray::ArrayView::from_shape(self.dim.clone(), slice).expect("the shape covers the elements")
+    }
+
+    /// A mutable view.
+    ///
+    /// # Safety
+    /// While the view is in use, no other process or thread reads or writes the elements it is
+    /// used to touch (workers writing disjoint rows satisfy this).
+    pub unsafe fn view_mut(&self) -> ndarray::ArrayViewMut<'_, T, D> {
+        // SAFETY: forwarded to the caller (as for `RawArray::as_mut_slice`).
+        let slice = unsafe { self.raw.as_mut_slice() };
+        ndarray::ArrayViewMut::from_shape(self.dim.clone(), slice).expect("the shape covers the elements")
+    }
+}

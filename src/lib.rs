@@ -196,6 +196,9 @@ pub mod worker;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::redis::{RedisCounter, RedisFlag};
+#[cfg(feature = "ndarray")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ndarray")))]
+pub use array::SharedArray;
 pub use array::{Array, ArrayGuard, RawArray};
 /// The plain-data contract [`Plain`] is bytemuck's `Pod`: re-exported so `#[derive(Pod, Zeroable)]`
 /// (feature `derive`) and `unsafe impl Pod` need no extra dependency.

@@ -17,7 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
 
-use mproc::{Error, Pool, Progress, RawArray, Result};
+use mproc::{Error, Pool, Progress, RawArray, Result, SharedArray};
 
 /// How workers choose the rows they write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,7 +176,7 @@ pub struct Outcome {
 
 /// What every task sees: the array, the per-row write counts, and progress.
 struct Ctx {
-    data: RawArray<f64>,
+    data: SharedArray<f64, ndarray::Ix2>,
     writes: RawArray<u32>,
     progress: Progress,
     rows: usize,
@@ -234,7 +234,7 @@ fn write_rows(ctx: &Ctx, fill: u8, rows: &[u64], value: f64, count: bool) {
     if fill == 0 {
         // SAFETY: in the `pid` fill the workers' rows are disjoint, so no other process touches
         // the elements this view is used to write; the array outlives the task.
-        let mut view = unsafe { ctx.data.view_mut((ctx.rows, ctx.cols)) }.expect("rows × cols is the array's length");
+        let mut view = unsafe { ctx.data.view_mut() };
         for &r in rows {
             view.row_mut(r as usize).fill(value);
             if count {
@@ -248,7 +248,7 @@ fn write_rows(ctx: &Ctx, fill: u8, rows: &[u64], value: f64, count: bool) {
         for &r in rows {
             let start = r as usize * ctx.cols;
             for i in start..start + ctx.cols {
-                ctx.data.store(i, value);
+                ctx.data.raw().store(i, value);
             }
             if count {
                 ctx.writes.fetch_add(r as usize, 1);
@@ -283,7 +283,7 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Outcome> {
     let shmem0 = system_shmem_kib();
     let parent_before = rss_self();
     let t = Instant::now();
-    let data = RawArray::<f64>::zeroed(len)?;
+    let data = SharedArray::<f64, _>::zeroed((cfg.rows, cfg.cols))?;
     let alloc_s = t.elapsed().as_secs_f64();
     let writes = RawArray::<u32>::zeroed(cfg.rows)?;
     let ctx = Ctx { data, writes, progress: progress.clone(), rows: cfg.rows, cols: cfg.cols };
@@ -310,7 +310,7 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<Outcome> {
     // The pid fill must leave every row constant, and equal to its writer's number.
     if cfg.fill == Fill::Pid {
         // SAFETY: the workers have finished (the map returned); nothing writes the array now.
-        let all = unsafe { ctx.data.as_slice() };
+        let all = unsafe { ctx.data.raw().as_slice() };
         for (r, row) in all.chunks(cfg.cols).enumerate() {
             let want = (r % cfg.processes + 1) as f64;
             if row.iter().any(|&x| x != want) {
