@@ -19,6 +19,8 @@ use std::time::Instant;
 
 use mproc::{Error, Pool, Progress, RawArray, Result, SharedArray};
 
+use crate::pi::mix;
+
 /// How workers choose the rows they write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fill {
@@ -181,14 +183,6 @@ struct Ctx {
     progress: Progress,
     rows: usize,
     cols: usize,
-}
-
-/// A small counter-based generator: SplitMix64 of (seed, i).
-fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// The parent's seed, which forked workers inherit unless they reseed.

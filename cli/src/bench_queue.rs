@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use mproc::{Pipe, Process, Queue};
 
+use crate::bench::median;
+
 #[derive(clap::Args)]
 pub struct QueueArgs {
     /// Message sizes in bytes, comma-separated.
@@ -32,11 +34,6 @@ struct Row {
     items_per_s: f64,
     gb_per_s: f64,
     parallelism: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// Messages for one figure: `n` capped so at most 64 MiB travel.
@@ -151,14 +148,7 @@ pub fn run(a: QueueArgs) -> crate::Result<()> {
     if a.repeat == 0 || a.round_trips == 0 {
         return Err(mproc::Error::InvalidArgument("--repeat and --round-trips must be at least 1".into()).into());
     }
-    let sizes: Vec<usize> = a
-        .sizes
-        .split(',')
-        .map(|s| match s.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(mproc::Error::InvalidArgument(format!("--sizes: not a positive number: {s:?}"))),
-        })
-        .collect::<mproc::Result<_>>()?;
+    let sizes = crate::pi::positive_list(&a.sizes, "--sizes")?;
     let par = crate::bench::parallelism()?;
     if !a.json {
         println!("queue: 1 -> 1 process, median of {} (parallelism check {par:.2})", a.repeat);

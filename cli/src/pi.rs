@@ -41,6 +41,16 @@ pub fn parse_count(s: &str, what: &str) -> mproc::Result<u64> {
     if f >= 1.0 && f <= u64::MAX as f64 && f.fract() == 0.0 { Ok(f as u64) } else { Err(bad()) }
 }
 
+/// Parses a comma-separated list of positive numbers (`1,2,4`) for the flag `flag`.
+pub fn positive_list(s: &str, flag: &str) -> mproc::Result<Vec<usize>> {
+    s.split(',')
+        .map(|x| match x.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(mproc::Error::InvalidArgument(format!("{flag}: not a positive number: {x:?}"))),
+        })
+        .collect()
+}
+
 pub fn parse_list<T: std::str::FromStr<Err = mproc::Error>>(s: &str) -> mproc::Result<Vec<T>> {
     s.split(',').map(|x| x.trim().parse()).collect()
 }
@@ -56,14 +66,7 @@ struct Row<'a> {
 pub fn run(a: Args) -> crate::Result<()> {
     let modes: Vec<Mode> = parse_list(&a.mode)?;
     let kernels: Vec<Kernel> = parse_list(&a.kernel)?;
-    let workers: Vec<usize> = a
-        .workers
-        .split(',')
-        .map(|w| match w.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(mproc::Error::InvalidArgument(format!("--workers: not a positive number: {w:?}"))),
-        })
-        .collect::<mproc::Result<_>>()?;
+    let workers = crate::pi::positive_list(&a.workers, "--workers")?;
     let samples = parse_count(&a.samples, "--samples")?;
     let par = crate::bench::parallelism()?;
     if !a.json {

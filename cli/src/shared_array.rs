@@ -31,14 +31,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> crate::Result<()> {
     let fill: Fill = a.fill.parse()?;
-    let counts: Vec<usize> = a
-        .processes
-        .split(',')
-        .map(|p| match p.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(mproc::Error::InvalidArgument(format!("--processes: not a positive number: {p:?}"))),
-        })
-        .collect::<mproc::Result<_>>()?;
+    let counts = crate::pi::positive_list(&a.processes, "--processes")?;
     let bytes = (a.rows as u64).saturating_mul(a.cols as u64).saturating_mul(8);
     let par = crate::bench::parallelism()?;
     if !a.json {
