@@ -148,7 +148,7 @@ pub fn run(a: QueueArgs) -> crate::Result<()> {
     if a.repeat == 0 || a.round_trips == 0 {
         return Err(mproc::Error::InvalidArgument("--repeat and --round-trips must be at least 1".into()).into());
     }
-    let sizes = crate::pi::positive_list(&a.sizes, "--sizes")?;
+    let sizes = crate::args::positive_list(&a.sizes, "--sizes")?;
     let par = crate::bench::parallelism()?;
     if !a.json {
         println!("queue: 1 -> 1 process, median of {} (parallelism check {par:.2})", a.repeat);

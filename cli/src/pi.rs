@@ -1,6 +1,8 @@
 //! `mproc pi`: Monte Carlo π serially, on threads and on processes.
 
 use mproc::Progress;
+
+use crate::args::{parse_count, parse_list, positive_list};
 use mproc_book::pi::{self, Config, Estimate, Kernel, Mode, Pi};
 
 #[derive(clap::Args)]
@@ -31,30 +33,6 @@ pub struct Args {
     svg: Option<std::path::PathBuf>,
 }
 
-/// Parses a count such as `100000000`, `1e8` or `2.5e6`.
-pub fn parse_count(s: &str, what: &str) -> mproc::Result<u64> {
-    let bad = || mproc::Error::InvalidArgument(format!("{what}: not a positive whole number: {s:?}"));
-    if let Ok(n) = s.parse::<u64>() {
-        return if n > 0 { Ok(n) } else { Err(bad()) };
-    }
-    let f: f64 = s.parse().map_err(|_| bad())?;
-    if f >= 1.0 && f <= u64::MAX as f64 && f.fract() == 0.0 { Ok(f as u64) } else { Err(bad()) }
-}
-
-/// Parses a comma-separated list of positive numbers (`1,2,4`) for the flag `flag`.
-pub fn positive_list(s: &str, flag: &str) -> mproc::Result<Vec<usize>> {
-    s.split(',')
-        .map(|x| match x.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(n),
-            _ => Err(mproc::Error::InvalidArgument(format!("{flag}: not a positive number: {x:?}"))),
-        })
-        .collect()
-}
-
-pub fn parse_list<T: std::str::FromStr<Err = mproc::Error>>(s: &str) -> mproc::Result<Vec<T>> {
-    s.split(',').map(|x| x.trim().parse()).collect()
-}
-
 #[derive(serde::Serialize)]
 struct Row<'a> {
     #[serde(flatten)]
@@ -66,7 +44,7 @@ struct Row<'a> {
 pub fn run(a: Args) -> crate::Result<()> {
     let modes: Vec<Mode> = parse_list(&a.mode)?;
     let kernels: Vec<Kernel> = parse_list(&a.kernel)?;
-    let workers = crate::pi::positive_list(&a.workers, "--workers")?;
+    let workers = positive_list(&a.workers, "--workers")?;
     let samples = parse_count(&a.samples, "--samples")?;
     let par = crate::bench::parallelism()?;
     if !a.json {

@@ -34,6 +34,24 @@ pub struct Chart<'a> {
     pub marks_label: &'a str,
 }
 
+impl<'a> Chart<'a> {
+    /// A linear chart with dots at every point, the legend in the upper right, nothing marked.
+    pub fn new(title: &'a str, x_label: &'a str, y_label: &'a str) -> Chart<'a> {
+        Chart {
+            title,
+            x_label,
+            y_label,
+            log_x: false,
+            log_y: false,
+            legend_room: 0.0,
+            legend_low: false,
+            markers: true,
+            marks: &[],
+            marks_label: "",
+        }
+    }
+}
+
 const COLORS: [RGBColor; 15] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
@@ -153,18 +171,7 @@ pub fn pi_speedup(dir: &Path, rows: &[(Estimate, f64)], parallelism: f64) -> cra
         reference: true,
     });
     let title = format!("Monte Carlo pi: speed-up over one serial worker (parallelism {parallelism:.2})");
-    let chart = Chart {
-        title: &title,
-        x_label: "workers (threads or processes)",
-        y_label: "speed-up (× one serial worker)",
-        log_x: false,
-        log_y: false,
-        legend_room: 0.0,
-        legend_low: false,
-        markers: true,
-        marks: &[],
-        marks_label: "",
-    };
+    let chart = Chart::new(&title, "workers (threads or processes)", "speed-up (× one serial worker)");
     line_chart(&path, &chart, &series)?;
     Ok(path)
 }
@@ -182,18 +189,8 @@ pub fn chunksizes(dir: &Path, title: &str, points: &[(usize, usize, f64)], seria
         },
         Series { name: "serial (one process)".into(), points: vec![(lo, serial), (hi, serial)], reference: true },
     ];
-    let chart = Chart {
-        title,
-        x_label: "chunk size (tasks per chunk, log scale)",
-        y_label: "time (seconds, median)",
-        log_x: true,
-        log_y: false,
-        legend_room: 0.0,
-        legend_low: false,
-        markers: true,
-        marks: &[],
-        marks_label: "",
-    };
+    let chart =
+        Chart { log_x: true, ..Chart::new(title, "chunk size (tasks per chunk, log scale)", "time (seconds, median)") };
     line_chart(&path, &chart, &series)?;
     Ok(path)
 }
@@ -210,18 +207,8 @@ pub fn sawtooth(dir: &Path, title: &str, points: &[(usize, usize, f64)], process
         reference: false,
     }];
     let label = format!("multiples of {processes} (the process count)");
-    let chart = Chart {
-        title,
-        x_label: "number of chunks",
-        y_label: "time (seconds, median)",
-        log_x: false,
-        log_y: false,
-        legend_room: 0.0,
-        legend_low: false,
-        markers: true,
-        marks: &marks,
-        marks_label: &label,
-    };
+    let chart =
+        Chart { marks: &marks, marks_label: &label, ..Chart::new(title, "number of chunks", "time (seconds, median)") };
     line_chart(&path, &chart, &series)?;
     Ok(path)
 }
@@ -247,16 +234,9 @@ pub fn contention(
         let title =
             format!("Lock contention: throughput against processes (uninstrumented; parallelism {parallelism:.2})");
         let chart = Chart {
-            title: &title,
-            x_label: "processes",
-            y_label: "throughput (Mops/s, all processes, log scale)",
-            log_x: false,
             log_y: true,
             legend_room: 0.35,
-            legend_low: false,
-            markers: true,
-            marks: &[],
-            marks_label: "",
+            ..Chart::new(&title, "processes", "throughput (Mops/s, all processes, log scale)")
         };
         line_chart(&path, &chart, &series)?;
         out.push(path);
@@ -267,16 +247,14 @@ pub fn contention(
             cdfs.iter().map(|(n, p)| Series { name: (*n).to_owned(), points: p.clone(), reference: false }).collect();
         let title = format!("Lock contention: wait-time CDF, 2 processes (parallelism {parallelism:.2})");
         let chart = Chart {
-            title: &title,
-            x_label: "wait per acquisition (ns, log scale; bucket upper bounds)",
-            y_label: "fraction of acquisitions waiting at most x",
             log_x: true,
-            log_y: false,
-            legend_room: 0.0,
             legend_low: true,
             markers: false,
-            marks: &[],
-            marks_label: "",
+            ..Chart::new(
+                &title,
+                "wait per acquisition (ns, log scale; bucket upper bounds)",
+                "fraction of acquisitions waiting at most x",
+            )
         };
         line_chart(&path, &chart, &series)?;
         out.push(path);

@@ -47,7 +47,7 @@ struct Row<'a> {
 pub fn run(a: Args) -> crate::Result<()> {
     let range = find_primes::parse_range(&a.range)?;
     let kernel: Kernel = a.kernel.parse()?;
-    let batches = crate::pi::positive_list(&a.batch, "--batch")?;
+    let batches = crate::args::positive_list(&a.batch, "--batch")?;
     let par = crate::bench::parallelism()?;
     let numbers = find_primes::numbers(range.0, range.1, false);
     let serial = find_primes::serial(&numbers, kernel, None);

@@ -31,7 +31,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> crate::Result<()> {
     let fill: Fill = a.fill.parse()?;
-    let counts = crate::pi::positive_list(&a.processes, "--processes")?;
+    let counts = crate::args::positive_list(&a.processes, "--processes")?;
     let bytes = (a.rows as u64).saturating_mul(a.cols as u64).saturating_mul(8);
     let par = crate::bench::parallelism()?;
     if !a.json {

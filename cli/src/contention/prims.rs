@@ -35,6 +35,18 @@ pub enum Counting {
 
 type Res<T> = std::result::Result<T, String>;
 
+/// Takes a lock, and says whether it was contended. With `probe` (the instrumented pass) a
+/// try-lock goes first and the blocking `lock` runs only if it failed; without, `lock` alone
+/// runs, so the throughput pass pays for nothing but the lock.
+#[inline(always)]
+fn acquire(probe: bool, try_lock: impl FnOnce() -> Res<bool>, lock: impl FnOnce() -> Res<()>) -> Res<bool> {
+    let contended = probe && !try_lock()?;
+    if !probe || contended {
+        lock()?;
+    }
+    Ok(contended)
+}
+
 /// One primitive, placed in shared memory (or in the kernel) by the parent before the fork.
 pub trait Primitive {
     const COUNTING: Counting = Counting::Plain;
@@ -147,10 +159,7 @@ pub struct Plain(pub InShm<PlainMutex>);
 impl Primitive for Plain {
     #[inline]
     fn run(&self, probe: bool, cs: impl FnOnce(Got)) -> Res<bool> {
-        let contended = probe && !self.0.try_lock();
-        if !probe || contended {
-            self.0.lock().map_err(|e| e.to_string())?;
-        }
+        let contended = acquire(probe, || Ok(self.0.try_lock()), || self.0.lock().map_err(|e| e.to_string()))?;
         cs(Got::Acquired);
         // SAFETY: taken above by this thread.
         unsafe { self.0.unlock() };
@@ -361,10 +370,11 @@ impl Primitive for Record {
     fn run(&self, probe: bool, cs: impl FnOnce(Got)) -> Res<bool> {
         let f = self.file.get().ok_or("fcntl: not prepared")?;
         let e = |e: io::Error| e.to_string();
-        let contended = probe && !sys::record_lock(f, self.kind, false, false).map_err(e)?;
-        if !probe || contended {
-            sys::record_lock(f, self.kind, false, true).map_err(e)?;
-        }
+        let contended = acquire(
+            probe,
+            || sys::record_lock(f, self.kind, false, false).map_err(e),
+            || sys::record_lock(f, self.kind, false, true).map(drop).map_err(e),
+        )?;
         cs(Got::Acquired);
         sys::record_lock(f, self.kind, true, false).map_err(e)?;
         Ok(contended)
@@ -377,10 +387,7 @@ pub struct PosixSemLock(pub InShm<PosixSem>);
 impl Primitive for PosixSemLock {
     #[inline]
     fn run(&self, probe: bool, cs: impl FnOnce(Got)) -> Res<bool> {
-        let contended = probe && !self.0.try_wait();
-        if !probe || contended {
-            self.0.wait().map_err(|e| e.to_string())?;
-        }
+        let contended = acquire(probe, || Ok(self.0.try_wait()), || self.0.wait().map_err(|e| e.to_string()))?;
         cs(Got::Acquired);
         self.0.post();
         Ok(contended)
@@ -394,10 +401,7 @@ impl Primitive for SysvSemLock {
     #[inline]
     fn run(&self, probe: bool, cs: impl FnOnce(Got)) -> Res<bool> {
         let e = |e: io::Error| e.to_string();
-        let contended = probe && !self.0.try_wait().map_err(e)?;
-        if !probe || contended {
-            self.0.wait().map_err(e)?;
-        }
+        let contended = acquire(probe, || self.0.try_wait().map_err(e), || self.0.wait().map_err(e))?;
         cs(Got::Acquired);
         self.0.post().map_err(e)?;
         Ok(contended)
