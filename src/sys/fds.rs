@@ -14,7 +14,7 @@
 
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -23,15 +23,20 @@ const SLOTS: usize = 4096;
 const FREE: i32 = -1;
 
 static REGISTRY: [AtomicI32; SLOTS] = [const { AtomicI32::new(FREE) }; SLOTS];
+/// Slots ever used: a prefix of `REGISTRY` (a descriptor takes the first free slot), so the
+/// child walks only this far and touches no page of the registry beyond it (every page a fresh
+/// child reads or writes costs it a fault).
+static USED: AtomicUsize = AtomicUsize::new(0);
 
 /// Records `fd` as one of mproc's own. Fails only when the registry is full.
 fn register(fd: RawFd) -> Result<()> {
-    for slot in &REGISTRY {
+    for (i, slot) in REGISTRY.iter().enumerate() {
         // Relaxed: the registry is read by this process's own children after fork, which sees
         // this thread's writes in program order; no other thread needs to see a slot's content.
         if slot.load(Ordering::Relaxed) == FREE
             && slot.compare_exchange(FREE, fd, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
+            USED.fetch_max(i + 1, Ordering::Relaxed);
             return Ok(());
         }
     }
@@ -46,7 +51,7 @@ fn register(fd: RawFd) -> Result<()> {
 
 /// Forgets `fd` (before it is closed, so a number reused later is not closed by mistake).
 fn unregister(fd: RawFd) {
-    for slot in &REGISTRY {
+    for slot in &REGISTRY[..USED.load(Ordering::Relaxed)] {
         if slot.compare_exchange(fd, FREE, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
             return;
         }
@@ -56,7 +61,7 @@ fn unregister(fd: RawFd) {
 /// Child prologue: closes every registered descriptor except those in `keep`, and forgets them.
 /// Async-signal-safe: loads, stores and `close`.
 pub(crate) fn close_registered_except(keep: &[RawFd]) {
-    for slot in &REGISTRY {
+    for slot in &REGISTRY[..USED.load(Ordering::Relaxed)] {
         let fd = slot.load(Ordering::Relaxed);
         if fd != FREE && !keep.contains(&fd) {
             slot.store(FREE, Ordering::Relaxed);
