@@ -42,7 +42,7 @@
 //! ```
 //!
 //! A task is a plain `fn(&Ctx, T) -> R` (a closure that captures nothing); arguments and results
-//! cross through shared memory (serde/postcard, or copied bytes with [`Pool::map_plain`]). If a
+//! cross through shared memory (serde, or copied bytes with [`Pool::map_plain`]). If a
 //! worker is killed mid-task, that task fails with [`Error::WorkerDied`] (or is retried, see
 //! [`OnWorkerDeath`]), a new worker is forked, and every other result arrives exactly once.
 //!

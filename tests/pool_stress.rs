@@ -217,14 +217,14 @@ fn max_message_bytes_is_exact_at_n_and_n_plus_1_and_errors_report_n() {
     common::run("pool_message_limit", common::SECS(60), || {
         const N: usize = 4096;
         let pool = Pool::builder().processes(2).max_message_bytes(N).build().unwrap();
-        // postcard: a Vec<u8> of len L is a 2-byte length (L < 16384) and L bytes.
-        let ok = pool.apply(|_, n: usize| vec![1u8; n], N - 2).unwrap();
-        assert_eq!(ok.len(), N - 2, "a result of exactly N bytes passes");
-        match pool.apply(|_, n: usize| vec![1u8; n], N - 1).unwrap_err() {
+        // The Pool's serde format: a Vec<u8> of len L is an 8-byte length and L bytes.
+        let ok = pool.apply(|_, n: usize| vec![1u8; n], N - 8).unwrap();
+        assert_eq!(ok.len(), N - 8, "a result of exactly N bytes passes");
+        match pool.apply(|_, n: usize| vec![1u8; n], N - 7).unwrap_err() {
             Error::MessageTooLarge { what: "result", task: 0, size, limit } => assert_eq!((size, limit), (N + 1, N)),
             other => panic!("expected MessageTooLarge, got {other}"),
         }
-        let err = pool.map(|_, v: Vec<u8>| v.len(), vec![vec![0u8; N - 2], vec![0u8; N - 1], vec![0u8; 3]], Some(3));
+        let err = pool.map(|_, v: Vec<u8>| v.len(), vec![vec![0u8; N - 8], vec![0u8; N - 7], vec![0u8; 3]], Some(3));
         match err.unwrap_err() {
             Error::MapFailed { failed: 1, total: 3, first } => match *first {
                 Error::MessageTooLarge { what: "argument", task: 1, size, limit } => {
@@ -234,9 +234,9 @@ fn max_message_bytes_is_exact_at_n_and_n_plus_1_and_errors_report_n() {
             },
             other => panic!("expected MapFailed, got {other}"),
         }
-        let at_n = pool.map_with(|_, a: &Vec<u8>, x: u8| a.len() + x as usize, vec![0u8; N - 2], 0..2u8, None);
-        assert_eq!(at_n.unwrap(), vec![N - 2, N - 1]);
-        let over = pool.map_with(|_, a: &Vec<u8>, x: u8| a.len() + x as usize, vec![0u8; N - 1], 0..2u8, None);
+        let at_n = pool.map_with(|_, a: &Vec<u8>, x: u8| a.len() + x as usize, vec![0u8; N - 8], 0..2u8, None);
+        assert_eq!(at_n.unwrap(), vec![N - 8, N - 7]);
+        let over = pool.map_with(|_, a: &Vec<u8>, x: u8| a.len() + x as usize, vec![0u8; N - 7], 0..2u8, None);
         assert!(matches!(over, Err(Error::MessageTooLarge { size, limit: N, .. }) if size == N + 1), "{over:?}");
         // Plain data: size_of counts.
         let plain = pool.map_plain(|_, x: [u64; 512]| x[0], [[7u64; 512]], None).unwrap();

@@ -41,7 +41,7 @@ pub struct PoolArgs {
     json: bool,
 }
 
-/// A u64 that goes through serde (postcard), not the plain path `map` takes for numbers.
+/// A u64 that goes through serde, not the plain path `map` takes for numbers.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Copy)]
 struct Wrapped(u64);
 

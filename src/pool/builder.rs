@@ -136,7 +136,7 @@ impl<Ctx> PoolBuilder<Ctx> {
     }
 
     /// Largest encoded argument or result of one task, and of a per-call value (default 4 MiB).
-    /// What counts is the payload alone: the postcard bytes of the value, or `size_of::<T>()` for
+    /// What counts is the payload alone: the serde bytes of the value (fixed-width numbers, `u64` lengths), or `size_of::<T>()` for
     /// plain data — not the pool's own headers. A value of exactly `n` bytes passes; one of
     /// `n + 1` is [`Error::MessageTooLarge`] with `limit: n`, for its task only. Each worker's
     /// two rings reserve about twice this (virtual memory, touched only as used).

@@ -307,6 +307,36 @@ impl<R, W> Fill<R, W> {
         self.n_filled += 1;
     }
 
+    /// The bits of `out[first..first+count]`, a word at a time: `f(word index, mask)`.
+    fn for_words(first: usize, count: usize, mut f: impl FnMut(usize, u64) -> bool) -> bool {
+        let (mut i, end) = (first, first + count);
+        while i < end {
+            let (w, b) = (i / 64, i % 64);
+            let n = (64 - b).min(end - i);
+            let mask = if n == 64 { u64::MAX } else { ((1u64 << n) - 1) << b };
+            if !f(w, mask) {
+                return false;
+            }
+            i += n;
+        }
+        true
+    }
+
+    /// Whether any of `out[first..first+count]` holds a value (a task that ran twice).
+    fn any_filled(&self, first: usize, count: usize) -> bool {
+        !Self::for_words(first, count, |w, mask| self.filled[w] & mask == 0)
+    }
+
+    /// Marks `out[first..first+count]` as holding values (none did).
+    fn set_filled_range(&mut self, first: usize, count: usize) {
+        let filled = &mut self.filled;
+        Self::for_words(first, count, |w, mask| {
+            filled[w] |= mask;
+            true
+        });
+        self.n_filled += count;
+    }
+
     fn write(&mut self, idx: u64, v: R) {
         let i = idx as usize;
         self.grow(i + 1);
@@ -353,28 +383,54 @@ impl<R, W> Drop for Fill<R, W> {
 impl<R: 'static, W: Wire<R> + 'static> Sink for Fill<R, W> {
     fn put(&mut self, a: Answer<'_>) -> usize {
         let (first, count) = (a.first as usize, a.count as usize);
-        if let Some(size) = W::plain_size()
-            && a.failed.is_empty()
-            && a.ok.len() == count * size
-        {
+        if a.failed.is_empty() {
             self.grow(first + count);
-            if (first..first + count).all(|i| !self.is_filled(i)) {
-                // SAFETY: `W::plain_size` promises `R` is plain data of `size` bytes (any bit
-                // pattern valid); the destination `out[first..first+count]` is in bounds and
-                // holds no value yet, the source is `count * size` bytes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        a.ok.as_ptr(),
-                        self.out.as_mut_ptr().add(first).cast::<u8>(),
-                        count * size,
-                    );
+            if !self.any_filled(first, count) {
+                if let Some(size) = W::plain_size()
+                    && a.ok.len() == count * size
+                {
+                    // SAFETY: `W::plain_size` promises `R` is plain data of `size` bytes (any bit
+                    // pattern valid); the destination `out[first..first+count]` is in bounds and
+                    // holds no value yet, the source is `count * size` bytes.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            a.ok.as_ptr(),
+                            self.out.as_mut_ptr().add(first).cast::<u8>(),
+                            count * size,
+                        );
+                    }
+                    self.set_filled_range(first, count);
+                    return 0;
                 }
-                for i in first..first + count {
-                    self.filled[i / 64] |= 1 << (i % 64);
+                // Every result of the record, decoded straight into its place: no per-item
+                // bounds, bit or failure-list check. (If a `Deserialize` panicked here, the
+                // values written so far would leak, never drop twice: their bits are set below.)
+                let mut input = a.ok;
+                let dst = self.out[first..first + count].as_mut_ptr();
+                let mut k = 0;
+                let mut broken = None;
+                while k < count {
+                    match W::decode(&mut input) {
+                        // SAFETY: `k < count`, inside `out[first..first+count]`, which holds no
+                        // value (checked above) and is written once.
+                        Ok(v) => unsafe { (*dst.add(k)).write(v) },
+                        Err(m) => {
+                            broken = Some(m);
+                            break;
+                        }
+                    };
+                    k += 1;
                 }
-                self.n_filled += count;
+                self.set_filled_range(first, k);
+                let Some(m) = broken else { return 0 };
+                let at = (first + k) as u64;
+                self.errors.push((at, Error::Decode { what: "result", task: at, message: m.clone() }));
+                for idx in at + 1..(first + count) as u64 {
+                    let message = format!("after an undecodable result: {m}");
+                    self.errors.push((idx, Error::Decode { what: "result", task: idx, message }));
+                }
+                return count - k;
             }
-            return 0;
         }
         let mut errors = Vec::new();
         let n = walk(

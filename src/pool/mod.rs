@@ -38,6 +38,7 @@
 mod builder;
 mod core;
 mod dispatch;
+mod fixint;
 mod handle;
 mod job;
 mod slots;
@@ -62,7 +63,7 @@ pub use self::task::RangeItem;
 use self::handle::{finish_all, finish_one, pop_next};
 use self::job::{Fill, IterSource, Job, RangeSource, Sink, Source, Window};
 use self::task::{MapFn, RangeFn, StarFn, Task, TaskFn, WithFn};
-use self::wire::{Auto, Plain, Postcard, Wire};
+use self::wire::{Auto, Plain, Serde, Wire};
 use crate::error::{Error, Result};
 
 /// A pool of worker processes, like Python's `multiprocessing.Pool`.
@@ -272,7 +273,7 @@ impl<Ctx> Pool<Ctx> {
 
     /// Applies `f` to every item in the workers; results in input order. `chunksize`: tasks sent
     /// to a worker at once (`None`: automatic, as Python's). Arguments and results cross as
-    /// serde/postcard bytes in shared memory — except the primitive number types (`u64`, `f64`,
+    /// serde bytes in shared memory (the Pool's own fixed-width format) — except the primitive number types (`u64`, `f64`,
     /// …), which cross as their bytes, as with [`Pool::map_plain`] (picked per type, at no cost).
     ///
     /// An iterator whose length is known (`0..n`, a `Vec`, `slice.iter().copied()`) is read as
@@ -354,7 +355,7 @@ impl<Ctx> Pool<Ctx> {
         R: Serialize + DeserializeOwned + 'static,
     {
         let mut bytes = Vec::new();
-        <Postcard as Wire<A>>::encode(&arg, &mut bytes).map_err(|message| Error::Encode {
+        <Serde as Wire<A>>::encode(&arg, &mut bytes).map_err(|message| Error::Encode {
             what: "per-call value",
             task: 0,
             message,
@@ -425,8 +426,8 @@ impl<Ctx> Pool<Ctx> {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let task = StarFn::<Ctx, A, B, R, Postcard, Auto>::new(f);
-        let id = self.submit_list::<(A, B), R, Postcard, Auto, _>(task, items, chunksize, None, true)?;
+        let task = StarFn::<Ctx, A, B, R, Serde, Auto>::new(f);
+        let id = self.submit_list::<(A, B), R, Serde, Auto, _>(task, items, chunksize, None, true)?;
         self.run_all::<R, Auto>(id)
     }
 
@@ -468,8 +469,8 @@ impl<Ctx> Pool<Ctx> {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let task = StarFn::<Ctx, A, B, R, Postcard, Auto>::new(f);
-        let id = self.submit_list::<(A, B), R, Postcard, Auto, _>(task, items, chunksize, None, false)?;
+        let task = StarFn::<Ctx, A, B, R, Serde, Auto>::new(f);
+        let id = self.submit_list::<(A, B), R, Serde, Auto, _>(task, items, chunksize, None, false)?;
         Ok(AsyncResult::new(self, id, finish_all::<R, Auto>))
     }
 

@@ -126,7 +126,7 @@ unsafe fn init_trampoline<Ctx>(ctx: *const (), func: usize) {
 pub(crate) struct MapFn<Ctx, T, R, WI, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> (WI, WO)>);
 /// `fn(&Ctx, A, B) -> R`, items are pairs.
 pub(crate) struct StarFn<Ctx, A, B, R, WI, WO>(pub fn(&Ctx, A, B) -> R, PhantomData<fn() -> (WI, WO)>);
-/// `fn(&Ctx, &A, T) -> R`, with `A` the job's per-call value (postcard).
+/// `fn(&Ctx, &A, T) -> R`, with `A` the job's per-call value (serde).
 pub(crate) struct WithFn<Ctx, A, T, R, WI, WO>(pub fn(&Ctx, &A, T) -> R, PhantomData<fn() -> (WI, WO)>);
 
 macro_rules! fn_wrapper {
@@ -173,7 +173,7 @@ where
             None => Err("the per-call value never reached this worker".to_owned()),
             Some(a) => {
                 let d = a.decoded.get_or_insert_with(|| {
-                    <wire::Postcard as Wire<A>>::decode(&mut &a.bytes[..]).map(|v| Box::new(v) as Box<dyn Any>)
+                    <wire::Serde as Wire<A>>::decode(&mut &a.bytes[..]).map(|v| Box::new(v) as Box<dyn Any>)
                 });
                 match d {
                     Ok(b) => Ok(b.downcast_ref::<A>().expect("decoded as this job's type")),

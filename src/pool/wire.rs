@@ -1,10 +1,12 @@
 //! What crosses the rings: record kinds and headers (plain data, read with bytemuck), the
 //! results record's layout (successful results back to back, then a list of the failed items),
-//! and the codecs (serde/postcard, plain bytes, and `Auto`, which picks one by type).
+//! and the codecs (serde in the Pool's own format, plain bytes, and `Auto`, which picks one by
+//! type).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::pool::fixint;
 use crate::pool::task::TaskFn;
 
 /// In-ring record kinds (parent → worker).
@@ -123,53 +125,24 @@ pub(crate) unsafe trait Wire<T> {
     }
 }
 
-/// serde + postcard: any `Serialize + DeserializeOwned` type.
-pub(crate) struct Postcard;
+/// serde, in the Pool's own format ([`crate::pool::fixint`]: fixed-width numbers, no varints):
+/// any `Serialize + DeserializeOwned` type.
+pub(crate) struct Serde;
 
 // SAFETY: `plain_size` is `None`.
-unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Postcard {
+unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Serde {
+    #[inline]
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
         let at = out.len();
-        match postcard::serialize_with_flavor(v, Append(out)) {
-            Ok(()) => Ok(()),
-            // postcard drops the message of `S::Error::custom` ("Serde Serialization Error"):
-            // run the value through the probe, which keeps it. Only on failure: no cost otherwise.
-            Err(e) => {
-                out.truncate(at);
-                Err(probe::message(v).unwrap_or_else(|| e.to_string()))
-            }
-        }
+        fixint::encode(v, out).map_err(|e| {
+            out.truncate(at);
+            e.0
+        })
     }
 
+    #[inline]
     fn decode(input: &mut &[u8]) -> Result<T, String> {
-        let (v, rest) = postcard::take_from_bytes(input).map_err(|e| e.to_string())?;
-        *input = rest;
-        Ok(v)
-    }
-}
-
-/// A postcard output that appends to a borrowed buffer (so the bytes before it are kept if
-/// encoding fails), a byte with `push` and a run with `extend_from_slice` (postcard's own
-/// `Extend` flavour goes through an iterator per byte).
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append<'_> {
-    type Output = ();
-
-    #[inline]
-    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
-        self.0.push(data);
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(data);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
+        fixint::decode(input).map_err(|e| e.0)
     }
 }
 
@@ -199,8 +172,8 @@ unsafe impl<T: crate::Plain> Wire<T> for Plain {
 
 /// What [`crate::Pool::map`] and its serde siblings use: a primitive number type (`u8`…`u128`,
 /// `i8`…`i128`, `usize`, `isize`, `f32`, `f64`) crosses as its bytes, like [`Plain`]; a
-/// `Vec<u8>` as postcard lays it out (a varint length, then the bytes) but copied in one piece
-/// rather than byte by byte through serde; any other type through [`Postcard`]. Chosen per type
+/// `Vec<u8>` as [`Serde`] lays it out (a `u64` length, then the bytes) but copied in one piece
+/// rather than byte by byte through serde; any other type through [`Serde`]. Chosen per type
 /// by `TypeId` (no specialisation needed: the test compares constants, folded away in each
 /// instance).
 pub(crate) struct Auto;
@@ -219,7 +192,7 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
     #[inline]
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
         if let Some(bytes) = (v as &dyn std::any::Any).downcast_ref::<Vec<u8>>() {
-            put_varint(out, bytes.len() as u64);
+            put_u64(out, bytes.len() as u64);
             out.extend_from_slice(bytes);
             return Ok(());
         }
@@ -230,13 +203,17 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
             out.extend_from_slice(b);
             return Ok(());
         }
-        <Postcard as Wire<T>>::encode(v, out)
+        <Serde as Wire<T>>::encode(v, out)
     }
 
     #[inline]
     fn decode(input: &mut &[u8]) -> Result<T, String> {
         if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
-            let n = get_varint(input).ok_or("truncated length")? as usize;
+            let Some(n) = input.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
+                return Err("truncated length".into());
+            };
+            *input = &input[8..];
+            let n = usize::try_from(n).map_err(|_| format!("length {n} out of range"))?;
             let Some(bytes) = input.get(..n) else { return Err("truncated bytes".into()) };
             let v = std::mem::ManuallyDrop::new(bytes.to_vec());
             *input = &input[n..];
@@ -252,33 +229,12 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
             *input = &input[n..];
             return Ok(v);
         }
-        <Postcard as Wire<T>>::decode(input)
+        <Serde as Wire<T>>::decode(input)
     }
 
     fn plain_size() -> Option<usize> {
         is_primitive::<T>().then(std::mem::size_of::<T>)
     }
-}
-
-/// A LEB128 varint, as postcard writes lengths.
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for (i, &b) in input.iter().enumerate().take(10) {
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            *input = &input[i + 1..];
-            return Some(v);
-        }
-    }
-    None
 }
 
 /// Encodes a panic or error message, cut to [`MAX_MESSAGE`] bytes.
@@ -312,180 +268,16 @@ pub(crate) fn get_u64(input: &mut &[u8]) -> u64 {
     v
 }
 
-/// A serializer that writes nothing and keeps the message of the first error: what postcard
-/// loses.
-mod probe {
-    use serde::ser::{self, Serialize};
-    use std::fmt;
-
-    #[derive(Debug)]
-    pub(super) struct Msg(String);
-
-    impl fmt::Display for Msg {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(&self.0)
-        }
-    }
-
-    impl std::error::Error for Msg {}
-
-    impl ser::Error for Msg {
-        fn custom<T: fmt::Display>(msg: T) -> Self {
-            Msg(msg.to_string())
-        }
-    }
-
-    /// The message the value's `Serialize` fails with, if it fails.
-    pub(super) fn message<T: Serialize + ?Sized>(v: &T) -> Option<String> {
-        v.serialize(Probe).err().map(|m| m.0)
-    }
-
-    struct Probe;
-
-    type R = Result<(), Msg>;
-
-    macro_rules! scalars {
-        ($($f:ident: $t:ty),* $(,)?) => { $( fn $f(self, _: $t) -> R { Ok(()) } )* };
-    }
-
-    impl ser::Serializer for Probe {
-        type Ok = ();
-        type Error = Msg;
-        type SerializeSeq = Probe;
-        type SerializeTuple = Probe;
-        type SerializeTupleStruct = Probe;
-        type SerializeTupleVariant = Probe;
-        type SerializeMap = Probe;
-        type SerializeStruct = Probe;
-        type SerializeStructVariant = Probe;
-
-        scalars!(
-            serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
-            serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
-            serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_f32: f32,
-            serialize_f64: f64, serialize_char: char, serialize_str: &str, serialize_bytes: &[u8],
-            serialize_unit_struct: &'static str,
-        );
-
-        fn serialize_none(self) -> R {
-            Ok(())
-        }
-        fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> R {
-            v.serialize(self)
-        }
-        fn serialize_unit(self) -> R {
-            Ok(())
-        }
-        fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> R {
-            Ok(())
-        }
-        fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> R {
-            v.serialize(self)
-        }
-        fn serialize_newtype_variant<T: Serialize + ?Sized>(
-            self,
-            _: &'static str,
-            _: u32,
-            _: &'static str,
-            v: &T,
-        ) -> R {
-            v.serialize(self)
-        }
-        fn serialize_seq(self, _: Option<usize>) -> Result<Probe, Msg> {
-            Ok(self)
-        }
-        fn serialize_tuple(self, _: usize) -> Result<Probe, Msg> {
-            Ok(self)
-        }
-        fn serialize_tuple_struct(self, _: &'static str, _: usize) -> Result<Probe, Msg> {
-            Ok(self)
-        }
-        fn serialize_tuple_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Probe, Msg> {
-            Ok(self)
-        }
-        fn serialize_map(self, _: Option<usize>) -> Result<Probe, Msg> {
-            Ok(self)
-        }
-        fn serialize_struct(self, _: &'static str, _: usize) -> Result<Probe, Msg> {
-            Ok(self)
-        }
-        fn serialize_struct_variant(self, _: &'static str, _: u32, _: &'static str, _: usize) -> Result<Probe, Msg> {
-            Ok(self)
-        }
-    }
-
-    macro_rules! compound {
-        ($($tr:ident :: $f:ident ($($k:ty),*)),* $(,)?) => { $(
-            impl ser::$tr for Probe {
-                type Ok = ();
-                type Error = Msg;
-                fn $f<T: Serialize + ?Sized>(&mut self, $(_: $k,)* v: &T) -> R {
-                    v.serialize(Probe)
-                }
-                fn end(self) -> R {
-                    Ok(())
-                }
-            }
-        )* };
-    }
-
-    compound!(
-        SerializeSeq::serialize_element(),
-        SerializeTuple::serialize_element(),
-        SerializeTupleStruct::serialize_field(),
-        SerializeTupleVariant::serialize_field(),
-        SerializeStruct::serialize_field(&'static str),
-        SerializeStructVariant::serialize_field(&'static str),
-    );
-
-    impl ser::SerializeMap for Probe {
-        type Ok = ();
-        type Error = Msg;
-        fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> R {
-            k.serialize(Probe)
-        }
-        fn serialize_value<T: Serialize + ?Sized>(&mut self, v: &T) -> R {
-            v.serialize(Probe)
-        }
-        fn end(self) -> R {
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct NoNan(f64);
-
-    impl Serialize for NoNan {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            if self.0.is_nan() {
-                return Err(serde::ser::Error::custom("no NaN allowed"));
-            }
-            s.serialize_f64(self.0)
-        }
-    }
-
     #[test]
-    fn an_encode_failure_keeps_the_serializers_own_message() {
-        let v = vec![(1u8, vec![NoNan(1.0), NoNan(f64::NAN)])];
-        let mut out = Vec::new();
-        assert!(postcard::to_extend(&v, Vec::new()).unwrap_err().to_string().contains("Serde"), "postcard loses it");
-        // Wire needs DeserializeOwned; the probe itself does not.
-        assert_eq!(probe::message(&v).as_deref(), Some("no NaN allowed"));
-        assert_eq!(probe::message(&vec![(1u8, vec![NoNan(1.0)])]), None);
-        <Postcard as Wire<String>>::encode(&"ok".to_owned(), &mut out).unwrap();
-        assert_eq!(<Postcard as Wire<String>>::decode(&mut &out[..]).unwrap(), "ok");
-    }
-
-    #[test]
-    fn auto_lays_out_bytes_and_numbers_as_postcard_and_plain_do() {
+    fn auto_lays_out_bytes_and_numbers_as_serde_and_plain_do() {
         for v in [vec![], vec![7u8; 5], vec![1u8; 300], vec![2u8; 70_000]] {
             let (mut a, mut p) = (Vec::new(), Vec::new());
             <Auto as Wire<Vec<u8>>>::encode(&v, &mut a).unwrap();
-            <Postcard as Wire<Vec<u8>>>::encode(&v, &mut p).unwrap();
+            <Serde as Wire<Vec<u8>>>::encode(&v, &mut p).unwrap();
             assert_eq!(a, p, "len {}", v.len());
             assert_eq!(<Auto as Wire<Vec<u8>>>::decode(&mut &a[..]).unwrap(), v);
         }
@@ -494,7 +286,8 @@ mod tests {
         assert_eq!(a, 0x0102_0304_0506_0708u64.to_ne_bytes());
         assert_eq!(<Auto as Wire<u64>>::plain_size(), Some(8));
         assert_eq!(<Auto as Wire<String>>::plain_size(), None);
-        assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[0x85u8][..]).is_err(), "truncated varint");
+        assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[5u8, 0, 0][..]).is_err(), "truncated length");
+        assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[5u8, 0, 0, 0, 0, 0, 0, 0, 1][..]).is_err(), "truncated bytes");
     }
 
     #[test]
