@@ -190,6 +190,77 @@ fn a_panicking_task_is_reported_with_its_message_and_the_worker_keeps_serving() 
     });
 }
 
+/// A result that writes half of itself, then panics (for 5): the bytes it left must not
+/// corrupt the record the rest of its chunk's results share.
+#[derive(Debug, PartialEq)]
+struct Half(u64);
+
+impl serde::Serialize for Half {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.0)?;
+        assert!(self.0 != 5, "half-way through {}", self.0);
+        t.serialize_element(&(self.0 * 3))?;
+        t.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Half {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (a, b) = <(u64, u64)>::deserialize(d)?;
+        assert_eq!(b, a * 3, "a torn result");
+        Ok(Half(a))
+    }
+}
+
+/// An argument whose decoding panics in the worker (for 13).
+#[derive(Debug, Clone, Copy)]
+struct Touchy(u64);
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        assert!(v != 13, "cannot take 13");
+        Ok(Touchy(v))
+    }
+}
+
+#[test]
+fn regression_a_panic_half_way_through_encoding_a_result_or_decoding_an_argument_fails_that_item_only() {
+    common::run("pool_panic_in_codec", common::SECS(60), || {
+        let pool = Pool::new(2).unwrap();
+        // One chunk of 20: one unwind guard covers many items, and a panic must roll back what
+        // the failing item wrote.
+        let out: Vec<_> = pool.imap(|_, x: u64| Half(x), 0..20u64, 20).unwrap().collect();
+        for (i, r) in out.iter().enumerate() {
+            match r {
+                Ok(h) => assert_eq!(h, &Half(i as u64)),
+                Err(Error::TaskPanicked { task: 5, message }) => assert!(message.contains("half-way"), "{message}"),
+                Err(e) => panic!("item {i}: {e}"),
+            }
+        }
+        assert_eq!(out.iter().filter(|r| r.is_err()).count(), 1);
+        // The argument that cannot be decoded fails; the items after it in its chunk cannot be
+        // found any more and fail as undecodable; the other chunks are untouched.
+        let out: Vec<_> = pool.imap(|_, t: Touchy| t.0, (0..40u64).map(Touchy), 10).unwrap().collect();
+        for (i, r) in out.iter().enumerate() {
+            match (i, r) {
+                (13, Err(Error::TaskPanicked { task: 13, message })) => assert!(message.contains("13"), "{message}"),
+                (14..20, Err(Error::Decode { what: "argument", .. })) => {}
+                (_, Ok(v)) => assert_eq!(*v, i as u64),
+                (_, r) => panic!("item {i}: {r:?}"),
+            }
+        }
+    });
+}
+
 #[test]
 fn large_payloads_work_and_oversized_ones_are_clear_errors() {
     common::run("pool_large", common::SECS(60), || {

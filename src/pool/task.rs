@@ -216,6 +216,11 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
 
 /// Runs items `start..end` of a chunk, getting item `i` (its index in the chunk) from `item`,
 /// publishing results: one record per chunk (or more, if it outgrows a record).
+///
+/// One unwind guard covers a run of items, not each item: when item `i` panics (in its
+/// decoding, the task, or the encoding of its result), whatever it left in the record is rolled
+/// back, it is reported as panicked, and a new guard resumes at `i + 1`. The progress marks
+/// (`started`, `current_item`) are stored per item: they are what blames a task for a death.
 #[inline]
 fn run_each<Ctx, T, R, WO: Wire<R>>(
     ctx: &Ctx,
@@ -225,25 +230,46 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
     call: impl Fn(&Ctx, T) -> R,
 ) {
     let h = run.h;
+    let shared = run.shared;
     run.out.begin(h.job, h.first + u64::from(start), h.seq, h.end - start);
-    let mut started = run.shared.started.load(Ordering::Relaxed);
-    for i in start..h.end {
-        let idx = h.first + u64::from(i);
-        match item(i) {
-            Err(e) => run.out.item_err(wire::UNDECODABLE, &e),
-            Ok(x) => {
+    let mut started = shared.started.load(Ordering::Relaxed);
+    let mut i = start;
+    // Whether the panic came from decoding an argument: the items after it cannot be found then.
+    let mut decoding = false;
+    while i < h.end {
+        let out = &mut *run.out;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            while i < h.end {
+                let idx = h.first + u64::from(i);
                 started += 1;
-                run.shared.started.store(started, Ordering::Relaxed);
-                run.shared.current_item.store(idx + 1, Ordering::Relaxed);
-                let r = catch_unwind(AssertUnwindSafe(|| call(ctx, x)));
-                run.shared.current_item.store(0, Ordering::Relaxed);
-                match r {
-                    Ok(v) => run.out.item_ok(|buf| WO::encode(&v, buf)),
-                    Err(p) => run.out.item_err(wire::PANICKED, &take_panic_message(&*p)),
+                shared.started.store(started, Ordering::Relaxed);
+                shared.current_item.store(idx + 1, Ordering::Relaxed);
+                decoding = true;
+                let x = item(i);
+                decoding = false;
+                match x {
+                    Err(e) => out.item_err(wire::UNDECODABLE, &e),
+                    Ok(x) => {
+                        let v = call(ctx, x);
+                        out.item_ok(|buf| WO::encode(&v, buf));
+                    }
                 }
+                i += 1;
+            }
+        }));
+        if let Err(p) = r {
+            run.out.rollback();
+            run.out.item_err(wire::PANICKED, &take_panic_message(&*p));
+            i += 1;
+            if decoding {
+                for _ in i..h.end {
+                    run.out.item_err(wire::UNDECODABLE, "after an argument whose decoding panicked");
+                }
+                break;
             }
         }
     }
+    shared.current_item.store(0, Ordering::Relaxed);
     run.out.finish();
 }
 

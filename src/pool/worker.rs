@@ -88,6 +88,8 @@ pub(crate) struct ResultWriter<'a> {
     /// Largest record.
     limit: usize,
     buf: Vec<u8>,
+    /// The length of `buf` up to the last whole result.
+    committed: usize,
     exc: Vec<u8>,
     job: u64,
     first: u64,
@@ -105,6 +107,7 @@ impl<'a> ResultWriter<'a> {
             item_limit,
             ring,
             buf: Vec::new(),
+            committed: RESULT_HDR,
             exc: Vec::new(),
             job: 0,
             first: 0,
@@ -121,15 +124,22 @@ impl<'a> ResultWriter<'a> {
     pub(crate) fn begin(&mut self, job: u64, first: u64, seq: u64, items: u32) {
         self.buf.clear();
         self.buf.resize(RESULT_HDR, 0);
+        self.committed = RESULT_HDR;
         self.exc.clear();
         (self.job, self.first, self.seq, self.count, self.exceptions) = (job, first, seq, 0, 0);
         self.t0 = (items >= 16 || seq.is_multiple_of(16)).then(Instant::now);
+    }
+
+    /// Drops whatever a result that panicked half-way through its encoding left in the record.
+    pub(crate) fn rollback(&mut self) {
+        self.buf.truncate(self.committed);
     }
 
     /// Appends a successful result, encoded by `encode` straight into the record.
     #[inline]
     pub(crate) fn item_ok(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), String>) {
         let at = self.buf.len();
+        debug_assert_eq!(at, self.committed);
         match encode(&mut self.buf) {
             Err(e) => {
                 self.buf.truncate(at);
@@ -153,6 +163,7 @@ impl<'a> ResultWriter<'a> {
                     self.buf.extend_from_slice(&tail);
                 }
                 self.count += 1;
+                self.committed = self.buf.len();
             }
         }
     }
