@@ -9,7 +9,7 @@ use std::rc::Rc;
 use crate::error::Error;
 use crate::pool::job::{Jobs, Limits};
 use crate::pool::slots::{InFlight, Slot};
-use crate::pool::wire::{self, CALL_ARG, JOB_END, JOB_HDR, JobHeader, TASK_HDR, TaskHeader};
+use crate::pool::wire::{self, CALL_ARG, ChunkBytes, JOB_END, JOB_HDR, JobHeader, TASK_HDR, TaskHeader};
 
 /// Where a chunk stops growing (a single larger item still goes, alone).
 const CHUNK_TARGET_BYTES: usize = 1 << 20;
@@ -19,7 +19,7 @@ pub(crate) struct Dispatch {
     /// Chunks to send (again) before any fresh one.
     requeue: VecDeque<InFlight>,
     /// Chunk buffers to reuse (no allocation per chunk in steady state).
-    spare: Vec<Vec<u8>>,
+    spare: Vec<ChunkBytes>,
     /// The worker to try first next time.
     rr: usize,
     /// Items a source could not send (encoding failed, too large), to fail in their job.
@@ -49,10 +49,11 @@ impl Dispatch {
         self.requeue.clear();
     }
 
-    pub(crate) fn recycle(&mut self, b: Rc<Vec<u8>>) {
-        if let Ok(v) = Rc::try_unwrap(b)
+    pub(crate) fn recycle(&mut self, b: Rc<ChunkBytes>) {
+        if let Ok(mut v) = Rc::try_unwrap(b)
             && self.spare.len() < 1024
         {
+            v.blobs.clear(); // the items' own memory goes now, the buffer stays
             self.spare.push(v);
         }
     }
@@ -186,7 +187,7 @@ impl Dispatch {
                 };
                 let pushed = tasks.try_push_with(wire::TASK, TASK_HDR + e.bytes.len(), |b| {
                     b[..TASK_HDR].copy_from_slice(bytemuck::bytes_of(&h));
-                    b[TASK_HDR..].copy_from_slice(&e.bytes);
+                    e.bytes.copy_to(&mut b[TASK_HDR..]);
                 });
                 match pushed {
                     Ok(()) => {

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::pool::dispatch::Dispatch;
 use crate::pool::slots::Slot;
 use crate::pool::task::{RangeItem, TaskFn};
-use crate::pool::wire::{self, RANGE, RESULT_HDR, ResultHeader, Wire};
+use crate::pool::wire::{self, ChunkBytes, RANGE, RESULT_HDR, ResultHeader, Wire};
 
 /// Size limits a source works within.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +43,7 @@ pub(crate) trait Source {
     /// the iterator panicked) go to `rejected` instead, and end the chunk.
     fn next_chunk(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut ChunkBytes,
         max_items: usize,
         limits: Limits,
         rejected: &mut Vec<(u64, Error)>,
@@ -59,7 +59,7 @@ pub(crate) struct IterSource<I: Iterator, W> {
     iter: I,
     next: u64,
     /// An item that did not fit in the previous chunk (it starts the next one).
-    pending: Option<(u64, Vec<u8>)>,
+    pending: Option<(u64, ChunkBytes)>,
     done: bool,
     /// Whether the iterator is being asked for an item (to name the item if it panics).
     pulling: bool,
@@ -77,16 +77,16 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
     #[allow(clippy::too_many_arguments)]
     fn fill(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut ChunkBytes,
         max_items: usize,
         limits: Limits,
         rejected: &mut Vec<(u64, Error)>,
         first: &mut Option<u64>,
         count: &mut u32,
-        item_at: &mut usize,
+        item_at: &mut wire::Mark,
     ) {
         if let Some((idx, bytes)) = self.pending.take() {
-            buf.extend_from_slice(&bytes);
+            buf.append(bytes);
             *first = Some(idx);
             *count = 1;
         }
@@ -100,9 +100,10 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
             self.pulling = false;
             let idx = self.next;
             self.next += 1;
-            let at = buf.len();
+            let at = buf.mark();
+            let at_len = buf.len();
             *item_at = at;
-            if let Err(e) = W::encode(&x, buf) {
+            if let Err(e) = W::encode_owned(x, buf) {
                 buf.truncate(at);
                 rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
                 if *count > 0 {
@@ -110,7 +111,7 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
                 }
                 continue;
             }
-            let n = buf.len() - at;
+            let n = buf.len() - at_len;
             if n > limits.item {
                 buf.truncate(at);
                 rejected
@@ -121,8 +122,7 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
                 continue;
             }
             if buf.len() > limits.chunk && *count > 0 {
-                self.pending = Some((idx, buf[at..].to_vec()));
-                buf.truncate(at);
+                self.pending = Some((idx, buf.split_off(at)));
                 break;
             }
             first.get_or_insert(idx);
@@ -134,7 +134,7 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
 impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
     fn next_chunk(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut ChunkBytes,
         max_items: usize,
         limits: Limits,
         rejected: &mut Vec<(u64, Error)>,
@@ -142,11 +142,11 @@ impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
         buf.clear();
         if self.done {
             return self.pending.take().map(|(idx, bytes)| {
-                buf.extend_from_slice(&bytes);
+                buf.append(bytes);
                 Chunk { first: idx, count: 1, base: 0, flags: 0 }
             });
         }
-        let (mut first, mut count, mut item_at) = (None, 0u32, 0usize);
+        let (mut first, mut count, mut item_at) = (None, 0u32, buf.mark());
         // One unwind guard per chunk, not per item. If the iterator (or an item's `Serialize`)
         // panics, the items before it still go out, the failing one is reported, and the source
         // ends there: a caller that catches the panic never finds the job half-fed.
@@ -193,7 +193,7 @@ impl RangeSource {
 impl Source for RangeSource {
     fn next_chunk(
         &mut self,
-        buf: &mut Vec<u8>,
+        buf: &mut ChunkBytes,
         max_items: usize,
         _: Limits,
         _: &mut Vec<(u64, Error)>,

@@ -22,7 +22,7 @@ pub(crate) struct InFlight {
     pub first: u64,
     pub start: u32,
     pub end: u32,
-    pub bytes: Rc<Vec<u8>>,
+    pub bytes: Rc<crate::pool::wire::ChunkBytes>,
     pub retries: u32,
     pub seq: u64,
     pub base: u64,

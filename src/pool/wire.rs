@@ -110,6 +110,92 @@ pub(crate) fn read_header<H: bytemuck::Pod>(bytes: &[u8]) -> Option<H> {
     bytes.get(..std::mem::size_of::<H>()).map(bytemuck::pod_read_unaligned)
 }
 
+/// Byte strings at least this long are moved into a chunk whole ([`ChunkBytes::blobs`]) rather
+/// than copied into its buffer: their bytes are then copied once, straight into the ring.
+pub(crate) const BLOB_MIN: usize = 16 << 10;
+
+/// A chunk's encoded items: a buffer, with large byte strings spliced in at their offsets
+/// without being copied first (each `(at, blob)` goes before `inline[at..]`). The record is the
+/// concatenation; it is copied into the ring once, and kept (buffer and blobs) for sending again
+/// if its worker dies.
+#[derive(Debug, Default)]
+pub(crate) struct ChunkBytes {
+    pub inline: Vec<u8>,
+    pub blobs: Vec<(usize, Vec<u8>)>,
+    blob_len: usize,
+}
+
+/// A position in a [`ChunkBytes`], to roll back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    inline: usize,
+    blobs: usize,
+    blob_len: usize,
+}
+
+impl ChunkBytes {
+    /// Bytes in the record.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.inline.len() + self.blob_len
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.inline.clear();
+        self.blobs.clear();
+        self.blob_len = 0;
+    }
+
+    /// Moves `blob` in at the current end.
+    pub(crate) fn push_blob(&mut self, blob: Vec<u8>) {
+        self.blob_len += blob.len();
+        self.blobs.push((self.inline.len(), blob));
+    }
+
+    #[inline]
+    pub(crate) fn mark(&self) -> Mark {
+        Mark { inline: self.inline.len(), blobs: self.blobs.len(), blob_len: self.blob_len }
+    }
+
+    /// Drops everything after `m`.
+    pub(crate) fn truncate(&mut self, m: Mark) {
+        self.inline.truncate(m.inline);
+        self.blobs.truncate(m.blobs);
+        self.blob_len = m.blob_len;
+    }
+
+    /// Takes everything after `m` out, as a chunk of its own.
+    pub(crate) fn split_off(&mut self, m: Mark) -> ChunkBytes {
+        let inline = self.inline.split_off(m.inline);
+        let blobs: Vec<_> = self.blobs.drain(m.blobs..).map(|(at, b)| (at - m.inline, b)).collect();
+        let blob_len = self.blob_len - m.blob_len;
+        self.blob_len = m.blob_len;
+        ChunkBytes { inline, blobs, blob_len }
+    }
+
+    /// Appends `other` (a chunk taken out with [`ChunkBytes::split_off`]).
+    pub(crate) fn append(&mut self, other: ChunkBytes) {
+        let base = self.inline.len();
+        self.inline.extend_from_slice(&other.inline);
+        self.blobs.extend(other.blobs.into_iter().map(|(at, b)| (at + base, b)));
+        self.blob_len += other.blob_len;
+    }
+
+    /// Writes the record into `dst`, which is [`ChunkBytes::len`] bytes long.
+    pub(crate) fn copy_to(&self, dst: &mut [u8]) {
+        let (mut from, mut to) = (0, 0);
+        for (at, blob) in &self.blobs {
+            let n = at - from;
+            dst[to..to + n].copy_from_slice(&self.inline[from..*at]);
+            to += n;
+            dst[to..to + blob.len()].copy_from_slice(blob);
+            to += blob.len();
+            from = *at;
+        }
+        dst[to..].copy_from_slice(&self.inline[from..]);
+    }
+}
+
 /// How values are turned into bytes and back.
 ///
 /// # Safety
@@ -118,6 +204,12 @@ pub(crate) fn read_header<H: bytemuck::Pod>(bytes: &[u8]) -> Option<H> {
 /// `encode` writes exactly its `n` bytes: callers then copy whole runs of values as bytes.
 pub(crate) unsafe trait Wire<T> {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String>;
+    /// Encodes `v`, which the caller gives up, into a chunk: a large byte string may be moved
+    /// in rather than copied.
+    #[inline]
+    fn encode_owned(v: T, out: &mut ChunkBytes) -> Result<(), String> {
+        Self::encode(&v, &mut out.inline)
+    }
     fn decode(input: &mut &[u8]) -> Result<T, String>;
     /// `Some(size_of::<T>())` when values are their own bytes (see the trait's safety rule).
     fn plain_size() -> Option<usize> {
@@ -207,6 +299,24 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
     }
 
     #[inline]
+    fn encode_owned(v: T, out: &mut ChunkBytes) -> Result<(), String> {
+        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
+            let v = std::mem::ManuallyDrop::new(v);
+            // SAFETY: `T` is `Vec<u8>` (same TypeId): this moves the vector out as itself, and
+            // the original is not dropped.
+            let bytes = unsafe { std::mem::transmute_copy::<T, Vec<u8>>(&v) };
+            put_u64(&mut out.inline, bytes.len() as u64);
+            if bytes.len() >= BLOB_MIN {
+                out.push_blob(bytes);
+            } else {
+                out.inline.extend_from_slice(&bytes);
+            }
+            return Ok(());
+        }
+        Self::encode(&v, &mut out.inline)
+    }
+
+    #[inline]
     fn decode(input: &mut &[u8]) -> Result<T, String> {
         if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
             let Some(n) = input.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
@@ -288,6 +398,36 @@ mod tests {
         assert_eq!(<Auto as Wire<String>>::plain_size(), None);
         assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[5u8, 0, 0][..]).is_err(), "truncated length");
         assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[5u8, 0, 0, 0, 0, 0, 0, 0, 1][..]).is_err(), "truncated bytes");
+    }
+
+    #[test]
+    fn a_chunk_with_blobs_is_the_concatenation_and_splits_and_rolls_back_at_marks() {
+        let mut c = ChunkBytes::default();
+        <Auto as Wire<Vec<u8>>>::encode_owned(vec![1u8; 3], &mut c).unwrap();
+        let m = c.mark();
+        <Auto as Wire<Vec<u8>>>::encode_owned(vec![2u8; BLOB_MIN], &mut c).unwrap();
+        <Auto as Wire<u64>>::encode_owned(9, &mut c).unwrap();
+        assert_eq!(c.blobs.len(), 1, "the large one moved in whole");
+        let mut flat = Vec::new();
+        for v in [vec![1u8; 3], vec![2u8; BLOB_MIN]] {
+            <Serde as Wire<Vec<u8>>>::encode(&v, &mut flat).unwrap();
+        }
+        flat.extend_from_slice(&9u64.to_ne_bytes());
+        let mut out = vec![0u8; c.len()];
+        c.copy_to(&mut out);
+        assert_eq!(out, flat);
+        let tail = c.split_off(m);
+        assert_eq!((c.len(), tail.len()), (11, flat.len() - 11));
+        let mut again = ChunkBytes::default();
+        again.append(tail);
+        let mut out = vec![0u8; again.len()];
+        again.copy_to(&mut out);
+        assert_eq!(out, flat[11..]);
+        let mut d = ChunkBytes::default();
+        d.append(ChunkBytes::default());
+        <Auto as Wire<Vec<u8>>>::encode_owned(vec![3u8; BLOB_MIN], &mut d).unwrap();
+        d.truncate(Mark { inline: 0, blobs: 0, blob_len: 0 });
+        assert_eq!((d.len(), d.blobs.len()), (0, 0));
     }
 
     #[test]
