@@ -66,6 +66,9 @@ struct KindRow {
     seconds: f64,
     ns_per_item: f64,
     serial_ns_per_item: f64,
+    /// The same map in this process on `processes` rayon threads: the floor a process pool
+    /// can approach.
+    rayon_ns_per_item: f64,
     parallelism: f64,
 }
 
@@ -140,6 +143,46 @@ fn timed<I, O>(repeat: usize, make: impl Fn() -> I, mut f: impl FnMut(I) -> mpro
     Ok(median(times))
 }
 
+/// The in-process floor of `kind`: `par_iter().map(identity).collect()` over the same `n` items
+/// on `threads` rayon threads, median of `repeat`, in ns per item. Measured in a child process:
+/// rayon's threads outlive the pool, and a process with threads may not fork the next pool.
+fn rayon_floor(kind: &str, n: u64, threads: usize, repeat: usize) -> crate::Result<f64> {
+    use rayon::prelude::*;
+    let out = mproc::RawValue::new(0u64)?;
+    let kind = kind.to_owned();
+    let mut p = mproc::Process::spawn(|| -> mproc::Result<()> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| mproc::Error::InvalidArgument(format!("rayon: {e}")))?;
+        let s = pool.install(|| match kind.as_str() {
+            "serde" => timed(
+                repeat,
+                || (),
+                |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(Wrapped(x))).collect::<Vec<_>>()),
+            ),
+            "struct64" => timed(
+                repeat,
+                || (),
+                |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(S64 { a: [x; 8] })).collect::<Vec<_>>()),
+            ),
+            "string" => timed(
+                repeat,
+                || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>(),
+                |v| Ok(v.into_par_iter().map(std::hint::black_box).collect::<Vec<_>>()),
+            ),
+            _ => timed(repeat, || (), |_| Ok((0..n).into_par_iter().map(std::hint::black_box).collect::<Vec<_>>())),
+        })?;
+        out.store((s / n as f64 * 1e9).to_bits());
+        Ok(())
+    })?;
+    let st = p.join()?;
+    if !st.success() {
+        return Err(format!("the rayon floor's process {st}").into());
+    }
+    Ok(f64::from_bits(out.load()))
+}
+
 fn parse_chunk(c: &str) -> mproc::Result<Option<usize>> {
     match c.trim() {
         "auto" => Ok(None),
@@ -150,12 +193,17 @@ fn parse_chunk(c: &str) -> mproc::Result<Option<usize>> {
     }
 }
 
-/// One item kind: pool figure and serial floor.
+/// One item kind: pool figure, and the serial and rayon floors.
 fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64) -> crate::Result<()> {
+    let mut floors = std::collections::HashMap::new();
     for c in a.chunksize.split(',') {
         let chunk = parse_chunk(c)?;
         // Chunk size 1 costs a task record per item: fewer items keep the run short.
         let n = if chunk == Some(1) { a.tasks.min(100_000) } else { a.tasks };
+        let rayon = match floors.get(&n) {
+            Some(&f) => f,
+            None => *floors.entry(n).or_insert(rayon_floor(kind, n, a.processes, a.repeat)?),
+        };
         let r = a.repeat;
         let (pool_s, serial_s) = match kind {
             "serde" => (
@@ -195,14 +243,21 @@ fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64) -> crate::
             seconds: pool_s,
             ns_per_item: pool_s / n as f64 * 1e9,
             serial_ns_per_item: serial_s / n as f64 * 1e9,
+            rayon_ns_per_item: rayon,
             parallelism: par,
         };
         if a.json {
             println!("{}", serde_json::to_string(&row).expect("plain struct serialises"));
         } else {
             println!(
-                "pool {:<8} chunksize {:>5}: {:>8.2} ns/item ({} items); serial loop {:.2} ns/item; parallelism check {:.2}",
-                row.kind, row.chunksize, row.ns_per_item, row.tasks, row.serial_ns_per_item, row.parallelism
+                "pool {:<8} chunksize {:>5}: {:>8.2} ns/item ({} items); serial loop {:.2}, rayon {:.2} ns/item; parallelism check {:.2}",
+                row.kind,
+                row.chunksize,
+                row.ns_per_item,
+                row.tasks,
+                row.serial_ns_per_item,
+                row.rayon_ns_per_item,
+                row.parallelism
             );
         }
     }
