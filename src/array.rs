@@ -84,6 +84,12 @@ impl<T: Plain> RawArray<T> {
         self.data.is_empty()
     }
 
+    /// The creation order of the mapping the array lives in ([`crate::Pool::map_array`] checks
+    /// the workers have it).
+    pub(crate) fn mapping_serial(&self) -> u64 {
+        self.data.mapping_serial()
+    }
+
     /// Pointer to the first element.
     pub fn as_ptr(&self) -> *mut T {
         self.data.as_ptr().cast()

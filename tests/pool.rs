@@ -406,3 +406,31 @@ fn ctrl_c_during_a_map_returns_interrupted_and_reaps_the_workers() {
         assert!(matches!(pool.map(|_, x: u8| x, 0..3u8, None), Err(Error::PoolClosed)));
     });
 }
+
+#[test]
+fn map_array_reads_a_shared_array_in_the_workers_and_refuses_one_they_do_not_have() {
+    common::run("pool_map_array", common::SECS(60), || {
+        let data = mproc::RawArray::from_slice(&(0..100_000u64).collect::<Vec<_>>()).unwrap();
+        let floats = mproc::RawArray::from_slice(&[0.5f64, 1.5, -2.0]).unwrap();
+        let empty = mproc::RawArray::<u32>::zeroed(0).unwrap();
+        let pool = Pool::new(2).unwrap();
+        for chunk in [Some(1), Some(7), None] {
+            let out = pool.map_array(|_, x: u64| x * 3 + 1, &data, chunk).unwrap();
+            assert_eq!(out.len(), 100_000);
+            assert!(out.iter().enumerate().all(|(i, &v)| v == i as u64 * 3 + 1), "chunksize {chunk:?}");
+        }
+        assert_eq!(pool.map_array(|_, x: f64| x * 2.0, &floats, None).unwrap(), vec![1.0, 3.0, -4.0]);
+        assert!(pool.map_array(|_, x: u32| x, &empty, None).unwrap().is_empty());
+        // The parent's later updates are what the workers read (same memory, not a copy).
+        data.store(5, 1000);
+        assert_eq!(pool.map_array(|_, x: u64| x, &data, Some(3)).unwrap()[5], 1000);
+        // A panic fails its item only.
+        let err = pool.map_array(|_, x: u64| if x == 77 { panic!("no 77") } else { x }, &data, None).unwrap_err();
+        assert!(matches!(err.root(), Error::TaskPanicked { task: 77, .. }), "{err}");
+        let late = mproc::RawArray::<u64>::zeroed(4).unwrap();
+        match pool.map_array(|_, x: u64| x, &late, None) {
+            Err(Error::Misuse(m)) => assert!(m.contains("created after the pool"), "{m}"),
+            other => panic!("expected Misuse, got {other:?}"),
+        }
+    });
+}

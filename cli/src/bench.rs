@@ -30,8 +30,9 @@ pub struct PoolArgs {
     repeat: usize,
     /// Item kinds, comma-separated: u64 (map of u64, the first rows, as always), serde (a u64
     /// newtype through serde), plain (map_plain of u64), struct64 (a 64-byte #[repr(C)] struct),
-    /// string (~20-byte Strings), range (map_range), blob (byte blobs of 1 KiB, 64 KiB, 1 MiB).
-    #[arg(long, default_value = "u64,serde,plain,struct64,string,range,blob")]
+    /// string (~20-byte Strings), range (map_range), slice (map_array over a shared array the
+    /// workers read), blob (byte blobs of 1 KiB, 64 KiB, 1 MiB).
+    #[arg(long, default_value = "u64,serde,plain,struct64,string,range,slice,blob")]
     kinds: String,
     /// Bytes per blob run (each blob size moves this much per map).
     #[arg(long, default_value_t = 256 << 20)]
@@ -194,7 +195,13 @@ fn parse_chunk(c: &str) -> mproc::Result<Option<usize>> {
 }
 
 /// One item kind: pool figure, and the serial and rayon floors.
-fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64) -> crate::Result<()> {
+fn kind_rows(
+    a: &PoolArgs,
+    pool: &Pool,
+    kind: &'static str,
+    par: f64,
+    slices: Option<&(mproc::RawArray<u64>, mproc::RawArray<u64>)>,
+) -> crate::Result<()> {
     let mut floors = std::collections::HashMap::new();
     for c in a.chunksize.split(',') {
         let chunk = parse_chunk(c)?;
@@ -232,6 +239,16 @@ fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64) -> crate::
                 timed(r, || (), |_| pool.map_range(|_, x: u64| x, 0..n, chunk))?,
                 timed(r, || (), |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>()))?,
             ),
+            "slice" => {
+                let (small, big) = slices.expect("made when the kind is asked for");
+                let arr = if small.len() as u64 == n { small } else { big };
+                // SAFETY: nothing writes the array while the serial loop reads it.
+                let values = unsafe { arr.as_slice() };
+                (
+                    timed(r, || (), |_| pool.map_array(|_, x: u64| x, arr, chunk))?,
+                    timed(r, || (), |_| Ok(values.iter().map(|&x| std::hint::black_box(x)).collect::<Vec<_>>()))?,
+                )
+            }
             other => return Err(format!("--kinds: unknown kind {other}").into()),
         };
         let row = KindRow {
@@ -270,22 +287,19 @@ fn blob_rows(a: &PoolArgs, pool: &Pool, par: f64) -> crate::Result<()> {
     for size in [1usize << 10, 64 << 10, 1 << 20] {
         let blobs = (a.blob_bytes / size).max(1);
         let total = (blobs * size) as f64;
-        let memcpy_s = {
-            let src = vec![1u8; size];
-            let mut dst = vec![0u8; size];
-            timed(
-                a.repeat,
-                || (),
-                |_| {
-                    for _ in 0..blobs {
-                        dst.copy_from_slice(std::hint::black_box(&src));
-                        std::hint::black_box(&mut dst);
-                    }
-                    Ok(())
-                },
-            )?
-        };
         let make = || (0..blobs).map(|i| vec![i as u8; size]).collect::<Vec<_>>();
+        // Each blob copied once out of the same set the pool gets (not one small buffer over and
+        // over, which stays in cache and is no floor for moving this many bytes).
+        let memcpy_s = {
+            let mut dst = vec![0u8; size];
+            timed(a.repeat, make, |src| {
+                for b in &src {
+                    dst.copy_from_slice(std::hint::black_box(b));
+                    std::hint::black_box(&mut dst);
+                }
+                Ok(src)
+            })?
+        };
         for c in a.chunksize.split(',') {
             let chunk = parse_chunk(c)?;
             for direction in ["one_way", "round_trip"] {
@@ -348,6 +362,14 @@ pub fn run(c: Command) -> crate::Result<()> {
             })
             .collect::<mproc::Result<Vec<f64>>>()?,
     );
+    // `slice`: arrays the workers read themselves, so made before the pool (chunk size 1 runs
+    // over fewer items, as for every kind).
+    let slices = if kinds.contains(&"slice") {
+        let make = |n: u64| mproc::RawArray::from_slice(&(0..n).collect::<Vec<u64>>());
+        Some((make(a.tasks.min(100_000))?, make(a.tasks)?))
+    } else {
+        None
+    };
     let pool = Pool::builder().processes(a.processes).build()?;
     for c in a.chunksize.split(',').filter(|_| kinds.contains(&"u64")) {
         let chunk = parse_chunk(c)?;
@@ -380,9 +402,9 @@ pub fn run(c: Command) -> crate::Result<()> {
             );
         }
     }
-    for kind in ["serde", "plain", "struct64", "string", "range"] {
+    for kind in ["serde", "plain", "struct64", "string", "range", "slice"] {
         if kinds.contains(&kind) {
-            kind_rows(&a, &pool, kind, par)?;
+            kind_rows(&a, &pool, kind, par, slices.as_ref())?;
         }
     }
     if kinds.contains(&"blob") {

@@ -35,6 +35,9 @@ pub(crate) struct Core {
     /// Workers (and the SIGINT handler) wake the parent's `poll` through it.
     wake: EventFd,
     life: Life,
+    /// Every mapping with a serial up to this existed when the workers were forked, so they
+    /// have it ([`crate::Pool::map_array`]).
+    pub(crate) mapped_before: u64,
 }
 
 impl Core {
@@ -47,6 +50,7 @@ impl Core {
             sup: Supervisor::new(spawner, settings, base_seed),
             wake: EventFd::new()?,
             life: Life::Open,
+            mapped_before: crate::shm::mapping_serial(),
         };
         for i in 0..core.slots.len() {
             if let Err(e) = core.sup.spawn(&mut core.slots[i], i, &core.wake) {

@@ -188,6 +188,11 @@ impl RangeSource {
     pub(crate) fn new<T: RangeItem>(range: std::ops::Range<T>) -> Self {
         RangeSource { base: range.start.to_bits(), len: T::count(range.start, range.end), next: 0 }
     }
+
+    /// Indices `0..len`, with `base` handed to every chunk (an array's address).
+    pub(crate) fn indices(base: u64, len: u64) -> Self {
+        RangeSource { base, len, next: 0 }
+    }
 }
 
 impl Source for RangeSource {

@@ -62,9 +62,10 @@ pub use self::task::RangeItem;
 
 use self::handle::{finish_all, finish_one, pop_next};
 use self::job::{Fill, IterSource, Job, RangeSource, Sink, Source, Window};
-use self::task::{MapFn, RangeFn, StarFn, Task, TaskFn, WithFn};
+use self::task::{ArrayFn, MapFn, RangeFn, StarFn, Task, TaskFn, WithFn};
 use self::wire::{Auto, Plain, Serde, Wire};
 use crate::error::{Error, Result};
+use crate::{AtomicValue, RawArray};
 
 /// A pool of worker processes, like Python's `multiprocessing.Pool`.
 ///
@@ -324,6 +325,47 @@ impl<Ctx> Pool<Ctx> {
         let c = self.resolve_chunksize(chunksize, len)?;
         let task = TaskFn::new(RangeFn::<Ctx, T, R, Auto>::new(f));
         let job = Job::new(task, c, Box::new(RangeSource::new(range)), Box::new(Fill::<R, Auto>::new(len)));
+        let id = self.submit_job(job, None)?;
+        self.run_all::<R, Auto>(id)
+    }
+
+    /// [`Pool::map`] over the elements of a shared array, which the workers read themselves: a
+    /// chunk is an index range, no element is encoded or copied on its way in, and plain results
+    /// (numbers) are copied straight into the output — array work at close to the speed of
+    /// threads. Elements are read with atomic loads, so other processes may update the array
+    /// meanwhile (each task sees some value the element held).
+    ///
+    /// The workers must have the array mapped: create it (or the [`crate::Arena`] it lives in)
+    /// **before** the pool, e.g. as part of the context. An array made after
+    /// [`PoolBuilder::build`] is [`Error::Misuse`]. A [`crate::SharedArray`] goes through its
+    /// [`raw`](crate::SharedArray::raw) array.
+    ///
+    /// ```
+    /// let data = mproc::RawArray::from_slice(&(0..1000u32).collect::<Vec<_>>())?; // before the pool
+    /// let pool = mproc::Pool::new(2)?;
+    /// let doubled = pool.map_array(|_, x: u32| u64::from(x) * 2, &data, None)?;
+    /// assert_eq!(doubled[999], 1998);
+    /// let late = mproc::RawArray::<u32>::zeroed(10)?; // after: the workers do not have it
+    /// assert!(matches!(pool.map_array(|_, x: u32| x, &late, None), Err(mproc::Error::Misuse(_))));
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn map_array<T, R>(&self, f: fn(&Ctx, T) -> R, array: &RawArray<T>, chunksize: Option<usize>) -> Result<Vec<R>>
+    where
+        T: AtomicValue,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        if array.mapping_serial() > self.core.borrow().mapped_before {
+            return Err(Error::Misuse(
+                "map_array: the array was created after the pool, so its workers do not have it mapped; \
+                 create it before PoolBuilder::build (e.g. in the context)"
+                    .into(),
+            ));
+        }
+        let len = array.len();
+        let c = self.resolve_chunksize(chunksize, len)?;
+        let task = TaskFn::new(ArrayFn::<Ctx, T, R, Auto>::new(f));
+        let source = RangeSource::indices(array.as_ptr() as usize as u64, len as u64);
+        let job = Job::new(task, c, Box::new(source), Box::new(Fill::<R, Auto>::new(len)));
         let id = self.submit_job(job, None)?;
         self.run_all::<R, Auto>(id)
     }

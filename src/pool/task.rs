@@ -330,3 +330,24 @@ impl<Ctx, T: RangeItem, R, WO: Wire<R>> Task<Ctx> for RangeFn<Ctx, T, R, WO> {
         run_each::<Ctx, T, R, WO>(ctx, run, h.start, |i| Ok(T::at(h.base, first + u64::from(i))), self.0);
     }
 }
+
+/// `fn(&Ctx, T) -> R` over the elements of a [`crate::RawArray`] the workers have mapped: items
+/// are read from shared memory by index (the chunk header's `base` is the array's address).
+pub(crate) struct ArrayFn<Ctx, T, R, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> WO>);
+fn_wrapper!(ArrayFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
+
+impl<Ctx, T: crate::AtomicValue, R, WO: Wire<R>> Task<Ctx> for ArrayFn<Ctx, T, R, WO> {
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        let h = run.h;
+        let base = h.base as usize as *mut T;
+        let item = |i: u32| {
+            let at = (h.first + u64::from(i)) as usize;
+            // SAFETY: `Pool::map_array` sent this chunk: `base` is the address of a RawArray whose
+            // mapping predates this worker (so it is mapped here, at that address, for the
+            // worker's life), and `at` is below its length. Elements are read atomically, so
+            // concurrent atomic stores to the array are not a data race.
+            Ok(T::load(unsafe { T::as_atomic(base.add(at)) }, Ordering::Relaxed))
+        };
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, item, self.0);
+    }
+}

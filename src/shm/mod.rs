@@ -23,6 +23,6 @@ mod shmbox;
 pub use arena::Arena;
 pub use guardian::GuardedFile;
 pub use safe::{Plain, ShmSafe};
-pub(crate) use segment::Mapping;
 pub use segment::Segment;
+pub(crate) use segment::{Mapping, mapping_serial};
 pub use shmbox::ShmBox;

@@ -16,6 +16,23 @@ pub(crate) struct Mapping {
     map: sys::Mapped,
     /// Named segments only.
     name: Option<Named>,
+    /// Order of creation in this process ([`mapping_serial`]): a process forked after a mapping
+    /// was made has it at the same address.
+    serial: u64,
+}
+
+/// Mappings made so far by this process (and the process it was forked from).
+static MAPPINGS: AtomicU64 = AtomicU64::new(0);
+
+fn next_serial() -> u64 {
+    MAPPINGS.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// The serial the next mapping will exceed: every mapping with a serial at most this one
+/// exists now (or existed: a dropped one's address may have been reused by a newer one, which
+/// has a larger serial).
+pub(crate) fn mapping_serial() -> u64 {
+    MAPPINGS.load(Ordering::Relaxed)
 }
 
 /// A named segment's name and who removes it.
@@ -50,7 +67,7 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     pub(crate) fn anonymous(len: usize) -> Result<Arc<Mapping>> {
         let len = round_to_page(len.max(1))?;
-        Ok(Arc::new(Mapping { map: sys::map_shared_anonymous(len)?, name: None }))
+        Ok(Arc::new(Mapping { map: sys::map_shared_anonymous(len)?, name: None, serial: next_serial() }))
     }
 
     pub(crate) fn ptr(&self) -> *mut u8 {
@@ -59,6 +76,10 @@ impl Mapping {
 
     pub(crate) fn len(&self) -> usize {
         self.map.len
+    }
+
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
     }
 }
 
@@ -192,7 +213,7 @@ impl Segment {
             unlinker: AtomicI32::new(sys::current_pid()),
             ticket: AtomicU64::new(ticket.into_raw()),
         };
-        Ok(Segment { map: Arc::new(Mapping { map, name: Some(named) }) })
+        Ok(Segment { map: Arc::new(Mapping { map, name: Some(named), serial: next_serial() }) })
     }
 
     /// Opens a named segment created by another process (with or without the leading `/`).
@@ -214,7 +235,7 @@ impl Segment {
         }
         let map = sys::map_fd(&fd, len, &cname)?;
         let named = Named { name: cname, creator: 0, unlinker: AtomicI32::new(0), ticket: AtomicU64::new(NO_TICKET) };
-        Ok(Segment { map: Arc::new(Mapping { map, name: Some(named) }) })
+        Ok(Segment { map: Arc::new(Mapping { map, name: Some(named), serial: next_serial() }) })
     }
 
     /// Hands the name on: neither this process nor its guardian removes it any more, so it

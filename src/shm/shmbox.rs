@@ -22,6 +22,13 @@ unsafe impl<T: ?Sized + Sync> Send for ShmBox<T> {}
 // SAFETY: as above.
 unsafe impl<T: ?Sized + Sync> Sync for ShmBox<T> {}
 
+impl<T: ?Sized> ShmBox<T> {
+    /// The creation order of the mapping this lives in (see [`crate::shm::mapping_serial`]).
+    pub(crate) fn mapping_serial(&self) -> u64 {
+        self._map.serial()
+    }
+}
+
 impl<T: ?Sized> Clone for ShmBox<T> {
     fn clone(&self) -> Self {
         ShmBox { ptr: self.ptr, _map: self._map.clone() }
