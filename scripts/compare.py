@@ -60,6 +60,88 @@ def pool(mproc, processes, tasks, repeat, baseline=None):
     row("start-up + 1 task + join (ms)", next(iter(py.values()))["startup_ms"], next(iter(rs.values()))["startup_ms"], b)
 
 
+def pool_kinds(mproc, processes, tasks, blob_bytes, repeat, py_repeat, baseline=None):
+    """The item kinds of `mproc bench pool` beside Python's Pool.map and ProcessPoolExecutor.map of
+    the same items (benches/python/pool_kinds.py): ns per item, or GB/s for byte blobs, with
+    mproc's floors (a serial loop, an in-process rayon map where the binary has it, a memcpy)."""
+    kinds = "serde,plain,struct64,string,range,blob"
+    chunks = "1,1000,auto"
+    args = ["--tasks", str(tasks), "--processes", str(processes), "--chunksize", chunks, "--blob-bytes", str(blob_bytes)]
+    bench = lambda exe, r: lines([exe, "bench", "pool", "--json", "--kinds", kinds, "--repeat", str(r)] + args)
+    kind_key = lambda r: (r["kind"], r["chunksize"])
+    blob_key = lambda r: (r["bytes"], r["direction"], r["chunksize"])
+
+    def split(rows):
+        return ({kind_key(r): r for r in rows if r.get("bench") == "pool_kind"},
+                {blob_key(r): r for r in rows if r.get("bench") == "pool_blob"})
+
+    before = None
+    if baseline:
+        # A binary older than `--kinds` rejects the flag: then this table has no before column.
+        try:
+            lines([baseline, "bench", "pool", "--json", "--kinds", kinds, "--tasks", "10", "--chunksize", "auto",
+                   "--repeat", "1", "--blob-bytes", str(1 << 20), "--processes", str(processes)])
+            before = split(bench(baseline, repeat))
+        except subprocess.CalledProcessError:
+            print("pool kinds: the baseline binary has no --kinds; no before column", flush=True)
+    ours = split(bench(mproc, repeat))
+    py_rows = lines([sys.executable, "benches/python/pool_kinds.py", "--kinds", kinds, "--repeat", str(py_repeat)] + args)
+    py = {impl: split([r for r in py_rows if r["impl"] == impl]) for impl in ("Pool.map", "ProcessPoolExecutor.map")}
+    every = list(ours[0].values()) + list(ours[1].values())
+    if not every:
+        print("pool kinds: no figures")
+        return
+    par = every[0]["parallelism"]
+    py_par = py_rows[0]["parallelism"] if py_rows else float("nan")
+    # At chunk size 1 each side runs fewer items than asked (a task record per item is slow).
+    fewer = {f"mproc {r['tasks']}" for r in ours[0].values() if r["chunksize"] == "1" and r["tasks"] != tasks}
+    fewer |= {f"{r['impl']} {r.get('tasks', r.get('blobs'))}" for r in py_rows if "capped_from" in r}
+    print(f"\npool kinds: map(identity) over {tasks} items, {processes} processes; mproc median of {repeat}, Python of {py_repeat}"
+          f" (parallelism check mproc {par:.2}, python {py_par:.2})")
+    if fewer:
+        print(f"at chunk size 1 at most: {', '.join(sorted(fewer))} items or blobs (figures are per item or per byte)")
+    ratio = lambda p, m: f"{p / m:>6.1f}x" if p and m else f"{'-':>7}"
+    change = lambda b, m: f"{b / m:>9.2f}x" if b and m else f"{'-':>10}"
+    num = lambda x, w, d: f"{x:>{w}.{d}f}" if x is not None else f"{'-':>{w}}"
+    get = lambda rows, k, f: rows[k][f] if rows and k in rows and f in rows[k] else None
+
+    head = (f"{'kind':<9} {'chunk':>5} {'mproc ns':>9} {'Pool.map':>9} {'ratio':>7} {'PPE.map':>9} {'ratio':>7}"
+            f" {'serial':>7} {'rayon':>7}")
+    if before:
+        head += f" {'before':>9} {'before/now':>10}"
+    print(head)
+    for k, r in ours[0].items():
+        m = r["ns_per_item"]
+        p = get(py["Pool.map"][0], k, "ns_per_item")
+        e = get(py["ProcessPoolExecutor.map"][0], k, "ns_per_item")
+        line = (f"{k[0]:<9} {k[1]:>5} {m:>9.2f} {num(p, 9, 1)} {ratio(p, m)} {num(e, 9, 1)} {ratio(e, m)}"
+                f" {num(r.get('serial_ns_per_item'), 7, 2)} {num(r.get('rayon_ns_per_item'), 7, 2)}")
+        if before:
+            b = get(before[0], k, "ns_per_item")
+            line += f" {num(b, 9, 2)} {change(b, m)}"
+        print(line)
+
+    size = lambda b: f"{b >> 20} MiB" if b >= 1 << 20 else f"{b >> 10} KiB"
+    head = (f"{'blob':<7} {'direction':<10} {'chunk':>5} {'mproc GB/s':>10} {'Pool.map':>9} {'ratio':>7} {'PPE.map':>9}"
+            f" {'ratio':>7} {'memcpy':>7}")
+    if before:
+        head += f" {'before':>9} {'now/before':>10}"
+    if ours[1]:
+        print(f"byte blobs, {blob_bytes >> 20} MiB per size (GB/s of blob bytes; ratio = mproc / python; memcpy: mproc's"
+              " single-threaded copy of the same blobs)")
+        print(head)
+    for k, r in ours[1].items():
+        m = r["gb_per_s"]
+        p = get(py["Pool.map"][1], k, "gb_per_s")
+        e = get(py["ProcessPoolExecutor.map"][1], k, "gb_per_s")
+        line = (f"{size(k[0]):<7} {k[1]:<10} {k[2]:>5} {m:>10.2f} {num(p, 9, 3)} {ratio(m, p)} {num(e, 9, 3)} {ratio(m, e)}"
+                f" {num(r.get('memcpy_gb_per_s'), 7, 2)}")
+        if before:
+            b = get(before[1], k, "gb_per_s")
+            line += f" {num(b, 9, 2)} {change(m, b)}"
+        print(line)
+
+
 def verify(mproc, processes, repeat, variants, baseline=None, numbers=None):
     common = ["--processes", str(processes), "--repeat", str(repeat), "--flag", ",".join(variants)]
     if numbers:
@@ -205,22 +287,29 @@ if __name__ == "__main__":
     ap.add_argument("--processes", type=int, default=2)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--tasks", type=int, default=100_000)
-    ap.add_argument("--only", default="counters,pool,verify,pi,primes,primes-queue,shared-array,contention", help="which tables")
+    ap.add_argument("--tasks", type=int, default=None,
+                    help="items per map: pool 100,000 (--quick 20,000), pool-kinds 1,000,000 (--quick 100,000)")
+    ap.add_argument("--only", default="counters,pool,pool-kinds,verify,pi,primes,primes-queue,shared-array,contention", help="which tables")
     ap.add_argument("--quick", action="store_true", help="smaller sizes: the whole comparison in about two minutes")
     ap.add_argument("--baseline", default=None, help="an older mproc binary to measure beside this one (before/after)")
     ap.add_argument("--variants", default="none,less-naive,manager,redis,rawvalue,mmap,mmap-redux")
     a = ap.parse_args()
     only = a.only.split(",")
     if a.quick:
-        a.repeat, a.tasks, a.count = 1, 20_000, 500
-    steps = [t for t in ["counters", "pool", "verify", "pi", "primes", "primes-queue", "shared-array", "contention"] if t in only]
+        a.repeat, a.count = 1, 500
+    pool_tasks = a.tasks or (20_000 if a.quick else 100_000)
+    kind_tasks = a.tasks or (100_000 if a.quick else 1_000_000)
+    steps = [t for t in ["counters", "pool", "pool-kinds", "verify", "pi", "primes", "primes-queue", "shared-array", "contention"] if t in only]
     for i, table in enumerate(steps, 1):
         print(f"\n[{i}/{len(steps)}] {table}: running Python and mproc ...", flush=True)
         if table == "counters":
             counters(a.mproc, a.processes, a.count, a.repeat)
         elif table == "pool":
-            pool(a.mproc, a.processes, a.tasks, max(a.repeat, 5) if not a.quick else 3, a.baseline)
+            pool(a.mproc, a.processes, pool_tasks, max(a.repeat, 5) if not a.quick else 3, a.baseline)
+        elif table == "pool-kinds":
+            # mproc's runs are short, Python's long: mproc gets the pool table's repeats, Python --repeat.
+            blob_bytes = (32 if a.quick else 256) << 20
+            pool_kinds(a.mproc, a.processes, kind_tasks, blob_bytes, max(a.repeat, 5) if not a.quick else 3, a.repeat, a.baseline)
         elif table == "verify":
             variants = [v for v in a.variants.split(",") if v != "redis" or os.environ.get("MPROC_REDIS_URL")]
             numbers = None
