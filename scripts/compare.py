@@ -64,7 +64,9 @@ def pool_kinds(mproc, processes, tasks, blob_bytes, repeat, py_repeat, baseline=
     """The item kinds of `mproc bench pool` beside Python's Pool.map and ProcessPoolExecutor.map of
     the same items (benches/python/pool_kinds.py): ns per item, or GB/s for byte blobs, with
     mproc's floors (a serial loop, an in-process rayon map where the binary has it, a memcpy)."""
-    kinds = "serde,plain,struct64,string,range,blob"
+    kinds = "serde,plain,struct64,string,range,slice,blob"
+    # Python has no counterpart of `slice` (a shared array its workers read themselves).
+    py_kinds = "serde,plain,struct64,string,range,blob"
     chunks = "1,1000,auto"
     args = ["--tasks", str(tasks), "--processes", str(processes), "--chunksize", chunks, "--blob-bytes", str(blob_bytes)]
     bench = lambda exe, r: lines([exe, "bench", "pool", "--json", "--kinds", kinds, "--repeat", str(r)] + args)
@@ -85,7 +87,7 @@ def pool_kinds(mproc, processes, tasks, blob_bytes, repeat, py_repeat, baseline=
         except subprocess.CalledProcessError:
             print("pool kinds: the baseline binary has no --kinds; no before column", flush=True)
     ours = split(bench(mproc, repeat))
-    py_rows = lines([sys.executable, "benches/python/pool_kinds.py", "--kinds", kinds, "--repeat", str(py_repeat)] + args)
+    py_rows = lines([sys.executable, "benches/python/pool_kinds.py", "--kinds", py_kinds, "--repeat", str(py_repeat)] + args)
     py = {impl: split([r for r in py_rows if r["impl"] == impl]) for impl in ("Pool.map", "ProcessPoolExecutor.map")}
     every = list(ours[0].values()) + list(ours[1].values())
     if not every:
