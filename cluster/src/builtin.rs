@@ -7,7 +7,8 @@ use crate::registry::{Named, Registry, TaskCtx};
 
 /// `x → x²` (wrapping): the trivial task of the throughput figures.
 pub const SQUARE: Named<u64, u64> = Named::new("mproc.square");
-/// `(x, ms) → x²` after sleeping `ms` milliseconds, or until the job is stopped.
+/// `(x, ms) → x²` after sleeping `ms` milliseconds, or until the job is stopped; `ms == 0`
+/// stops the job (at once, on every host).
 pub const SLOW_SQUARE: Named<(u64, u64), u64> = Named::new("mproc.slow_square");
 /// `x → x`, but first raises the job's flag when `x` is 0: the early-exit path.
 pub const STOP_AT_ZERO: Named<u64, u64> = Named::new("mproc.stop_at_zero");
@@ -21,6 +22,9 @@ fn square(_: &TaskCtx<'_>, x: u64) -> u64 {
 }
 
 fn slow_square(ctx: &TaskCtx<'_>, (x, ms): (u64, u64)) -> u64 {
+    if ms == 0 {
+        ctx.stop();
+    }
     let until = std::time::Instant::now() + Duration::from_millis(ms);
     while std::time::Instant::now() < until && !ctx.stopped() {
         std::thread::sleep(Duration::from_millis(1));

@@ -273,6 +273,10 @@ impl WorkerHost {
     }
 }
 
+/// Sets the stop key (KEYS[2]) if the job's result stream (KEYS[1]) exists and the key does not.
+const STOP_IF_LIVE: &str =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) end";
+
 /// Raises the flag of every process running a chunk of `job`.
 fn raise(rows: &[Row], job: u64) {
     for r in rows {
@@ -495,8 +499,11 @@ impl Worker<'_> {
         // caller, which deletes the key when the last result is in, cannot see the result first.
         if status == "ok" && row.flag.is_set() {
             raise(self.rows, job);
-            let first: Option<String> =
-                conn.query(redis::cmd("SET").arg(&stop).arg(1).arg("NX").arg("PX").arg(JOB_TTL.as_millis() as u64))?;
+            // Only while the job lives: a chunk that saw the flag of a job its caller just
+            // ended must not bring the key back.
+            let first: Option<String> = conn.query(
+                redis::cmd("EVAL").arg(STOP_IF_LIVE).arg(2).arg(&results).arg(&stop).arg(JOB_TTL.as_millis() as u64),
+            )?;
             if first.is_some() {
                 let _: i64 = conn.query(redis::cmd("PUBLISH").arg(self.keys.channel()).arg(job))?;
             }
