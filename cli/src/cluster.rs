@@ -311,3 +311,44 @@ pub fn bench(a: BenchArgs) -> crate::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct JobArgs {
+    /// The Redis server the workers serve.
+    #[arg(long)]
+    connect: String,
+    /// The queue the workers serve.
+    #[arg(long, default_value = "mproc")]
+    queue: String,
+    /// Tasks in the job (one per chunk).
+    #[arg(long, default_value_t = 200)]
+    tasks: u64,
+    /// Milliseconds each task sleeps.
+    #[arg(long, default_value_t = 20)]
+    ms: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+/// Runs the job; prints one JSON line; fails unless every result arrived exactly once.
+pub fn job(a: JobArgs) -> crate::Result<()> {
+    let pool = ClusterPool::builder(&a.connect).queue(&a.queue).timeout(Duration::from_secs(a.timeout)).build()?;
+    let t = Instant::now();
+    let items: Vec<(u64, u64)> = (0..a.tasks).map(|x| (x, a.ms.max(1))).collect();
+    let mut got: Vec<u64> = pool.imap_unordered(builtin::SLOW_SQUARE, items, 1)?.collect::<Result<_, _>>()?;
+    let seconds = t.elapsed().as_secs_f64();
+    got.sort_unstable();
+    let want: Vec<u64> = (0..a.tasks).map(|x| x * x).collect();
+    if got != want {
+        return Err(format!("{} results for {} tasks, or some wrong or repeated", got.len(), a.tasks).into());
+    }
+    let s = pool.last_job();
+    let epoch = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    println!(
+        "{}",
+        serde_json::json!({"tasks": a.tasks, "seconds": seconds, "exactly_once": true, "duplicates": s.duplicates,
+            "redelivered": s.redelivered, "last_redelivered_epoch": s.last_redelivered.map(epoch)})
+    );
+    Ok(())
+}

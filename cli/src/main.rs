@@ -64,6 +64,9 @@ enum Command {
     /// Serve tasks from a Redis stream on this host: forks N worker processes; Ctrl-C drains
     /// and exits (the chunks still pending go back to the queue).
     Worker(cluster::WorkerArgs),
+    /// Run one job of trivial tasks on the cluster and check that every result arrived exactly
+    /// once (the test scripts' caller).
+    Job(cluster::JobArgs),
     /// Named shared-memory segments: read one, list or clean up stale ones.
     #[command(subcommand)]
     Shm(shm::Command),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::PrimesQueue(a) => primes_queue::run(a),
         Command::SharedArray(a) => shared_array::run(a),
         Command::Worker(a) => cluster::worker(a),
+        Command::Job(a) => cluster::job(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

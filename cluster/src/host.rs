@@ -489,7 +489,7 @@ impl Worker<'_> {
             }
             let ctx = TaskCtx { flag: &row.flag, job, task: t };
             match self.registry.run(&name, &ctx, &field_bytes(&e.map, "a")) {
-                Ok(bytes) => ("ok", bytes, 0),
+                Ok(bytes) => ("ok", bytes, deliveries),
                 Err(RunError::Unknown) => ("unknown", Vec::new(), 0),
                 Err(RunError::Failed(m)) => ("err", m.into_bytes(), 0),
             }

@@ -75,12 +75,17 @@ impl ClusterPoolBuilder {
 
 /// What the last finished job of a pool saw.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JobStats {
     /// Chunks in the job.
     pub tasks: u64,
     /// Results that arrived for a chunk whose result had arrived already (the chunk ran twice:
     /// its first worker died after posting, or was taken for dead): dropped, not delivered.
     pub duplicates: u64,
+    /// Chunks whose result came from a second or later delivery (a worker died with them).
+    pub redelivered: u64,
+    /// When the last of those arrived.
+    pub last_redelivered: Option<std::time::SystemTime>,
 }
 
 /// A Pool whose workers are processes on other hosts (`mproc worker --connect URL`), fed
@@ -280,6 +285,8 @@ impl ClusterPool {
             done: vec![false; chunks.len()],
             remaining: chunks.len() as u64,
             duplicates: 0,
+            redelivered: 0,
+            last_redelivered: None,
             last_id: first,
             started: Instant::now(),
             renewed: Instant::now(),
@@ -324,7 +331,12 @@ impl ClusterPool {
 
     /// Records the job's figures and removes its keys.
     fn finish(&self, job: Job) {
-        self.last.set(JobStats { tasks: job.done.len() as u64, duplicates: job.duplicates });
+        self.last.set(JobStats {
+            tasks: job.done.len() as u64,
+            duplicates: job.duplicates,
+            redelivered: job.redelivered,
+            last_redelivered: job.last_redelivered,
+        });
         self.cleanup(&job);
     }
 
@@ -366,6 +378,8 @@ struct Job {
     done: Vec<bool>,
     remaining: u64,
     duplicates: u64,
+    redelivered: u64,
+    last_redelivered: Option<std::time::SystemTime>,
     last_id: String,
     started: Instant,
     renewed: Instant,
@@ -421,7 +435,13 @@ impl Job {
                 self.remaining -= 1;
                 let name = self.name.to_owned();
                 let outcome = match field_str(&e.map, "s").as_str() {
-                    "ok" => Ok(field_bytes(&e.map, "d")),
+                    "ok" => {
+                        if field_u64(&e.map, "c").unwrap_or(1) > 1 {
+                            self.redelivered += 1;
+                            self.last_redelivered = Some(std::time::SystemTime::now());
+                        }
+                        Ok(field_bytes(&e.map, "d"))
+                    }
                     "unknown" => Err(Error::UnknownTask { task: t, name }),
                     "killed" => {
                         Err(Error::KilledWorkers { task: t, name, deliveries: field_u64(&e.map, "c").unwrap_or(0) })
