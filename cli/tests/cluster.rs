@@ -18,9 +18,14 @@ struct Host(Child);
 
 impl Host {
     fn start(url: &str, queue: &str, processes: usize) -> Host {
+        Host::start_with(url, queue, processes, &[])
+    }
+
+    fn start_with(url: &str, queue: &str, processes: usize, extra: &[&str]) -> Host {
         let child = Command::new(env!("CARGO_BIN_EXE_mproc"))
             .args(["worker", "--connect", url, "--queue", queue, "--reclaim-after-ms", "300"])
             .args(["--processes", &processes.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -169,6 +174,80 @@ fn early_exit_reaches_running_tasks_on_every_host() {
         assert_eq!(again, vec![1, 4, 9]);
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         assert!(job_keys(&url, &q).is_empty(), "{:?}", job_keys(&url, &q));
+    });
+}
+
+#[test]
+fn ctrl_c_lets_running_chunks_finish_and_hands_back_what_cannot() {
+    let Some(url) = redis_server::url("cluster: Ctrl-C drains") else { return };
+    common::run("cluster_drain", common::SECS(120), || {
+        let q = queue("drain");
+        let pool = pool(&url, &q);
+        // Draining: the running chunk finishes and is delivered; the host exits cleanly.
+        let mut a = Host::start(&url, &q, 1);
+        wait_for_workers(&pool, 1);
+        let job = pool.apply_async(builtin::SLOW_SQUARE, (9, 1500)).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        // SAFETY: kill has no memory-safety preconditions; the pid is the host we started.
+        unsafe { libc::kill(a.0.id() as i32, libc::SIGINT) };
+        assert_eq!(job.get().unwrap(), 81);
+        let st = a.0.wait().unwrap();
+        assert!(st.success(), "{st}");
+        // No time to drain (--drain 0): the running chunk goes back to the group at once, and a
+        // host started afterwards runs it.
+        let mut b = Host::start_with(&url, &q, 1, &["--drain", "0"]);
+        wait_for_workers(&pool, 1);
+        let job = pool.apply_async(builtin::SLOW_SQUARE, (4, 800)).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // SAFETY: as above.
+        unsafe { libc::kill(b.0.id() as i32, libc::SIGINT) };
+        let st = b.0.wait().unwrap();
+        assert!(st.success(), "{st}");
+        let _c = Host::start(&url, &q, 1);
+        assert_eq!(job.get().unwrap(), 16);
+        assert!(job_keys(&url, &q).is_empty());
+    });
+}
+
+#[test]
+fn the_book_programs_run_on_the_cluster_and_agree_with_the_oracles() {
+    let Some(url) = redis_server::url("cluster: verify-primes and primes --backend") else { return };
+    common::run("cluster_book", common::SECS(180), || {
+        // The CLI's programs use the default queue.
+        let _a = Host::start(&url, "mproc", 1);
+        let _b = Host::start(&url, "mproc", 1);
+        wait_for_workers(&pool(&url, "mproc"), 2);
+        let run = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_mproc")).args(args).output().unwrap();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap()
+        };
+        // The checks against Miller–Rabin and the sieve are in the programs: they fail otherwise.
+        let v = run(&[
+            "verify-primes",
+            "--backend",
+            &url,
+            "--repeat",
+            "1",
+            "--json",
+            "--numbers",
+            "1000003,999983000007,100109100129100369",
+        ]);
+        assert_eq!(v.lines().count(), 3, "{v}");
+        assert!(v.contains(r#""is_prime":true"#) && v.contains(r#""is_prime":false"#), "{v}");
+        let p = run(&[
+            "primes",
+            "--backend",
+            &url,
+            "--range",
+            "1000000..1020000",
+            "--chunksizes",
+            "1,500",
+            "--repeat",
+            "1",
+            "--json",
+        ]);
+        assert_eq!(p.lines().count(), 2, "{p}");
     });
 }
 
