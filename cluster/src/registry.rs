@@ -172,3 +172,59 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOUBLE: Named<u32, u64> = Named::new("double");
+    const BOOM: Named<u8, u8> = Named::new("boom");
+
+    fn ctx(flag: &Flag) -> TaskCtx<'_> {
+        TaskCtx { flag, job: 7, task: 0 }
+    }
+
+    fn registry() -> Registry {
+        Registry::new().task(DOUBLE, |_, x| u64::from(x) * 2).task(BOOM, |_, _| panic!("boom"))
+    }
+
+    #[test]
+    fn a_chunk_runs_by_name_with_postcard_in_and_out() {
+        let flag = Flag::new().unwrap();
+        let args = postcard::to_allocvec(&vec![1u32, 2, 3]).unwrap();
+        let out = registry().run("double", &ctx(&flag), &args).unwrap();
+        assert_eq!(postcard::from_bytes::<Vec<u64>>(&out).unwrap(), vec![2, 4, 6]);
+    }
+
+    #[test]
+    fn an_unknown_name_a_panic_and_bad_bytes_are_errors_not_crashes() {
+        let flag = Flag::new().unwrap();
+        let r = registry();
+        assert!(matches!(r.run("nope", &ctx(&flag), &[]), Err(RunError::Unknown)));
+        let args = postcard::to_allocvec(&vec![1u8]).unwrap();
+        match r.run("boom", &ctx(&flag), &args) {
+            Err(RunError::Failed(m)) => assert!(m.contains("panicked: boom"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match r.run("double", &ctx(&flag), &[0xff, 0xff]) {
+            Err(RunError::Failed(m)) => assert!(m.contains("cannot decode its arguments"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "registered twice")]
+    fn two_functions_under_one_name_are_refused() {
+        let _ = registry().task(Named::<u32, u64>::new("double"), |_, x| u64::from(x));
+    }
+
+    #[test]
+    fn the_task_context_stops_through_its_flag() {
+        let flag = Flag::new().unwrap();
+        let c = ctx(&flag);
+        assert!(!c.stopped());
+        c.stop();
+        assert!(c.stopped() && flag.is_set());
+        assert_eq!((c.job(), c.task()), (7, 0));
+    }
+}
