@@ -128,6 +128,7 @@ fn map_apply_and_errors_that_name_the_task() {
             (0..1000u64).map(|x| x * x).collect::<Vec<_>>()
         );
         assert_eq!(pool.apply(builtin::SQUARE, 12).unwrap(), 144);
+        assert!(pool.map(builtin::SQUARE, Vec::<u64>::new(), None).unwrap().is_empty());
         let pending = pool.apply_async(builtin::SQUARE, 5).unwrap();
         assert_eq!(pending.get().unwrap(), 25);
 

@@ -264,44 +264,52 @@ impl ClusterPool {
 
     /// Makes the job's result stream, then adds one entry per chunk.
     fn submit<A: Serialize>(&self, name: &'static str, items: &[A], chunksize: usize) -> Result<Job> {
+        // Encoded first: a failure leaves nothing in Redis.
+        let chunks: Vec<Vec<u8>> = items
+            .chunks(chunksize)
+            .enumerate()
+            .map(|(t, chunk)| {
+                postcard::to_allocvec(chunk).map_err(|e| Error::Codec {
+                    task: t as u64,
+                    name: name.to_owned(),
+                    what: "encode its arguments",
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<_>>()?;
         let id = job_id();
-        let results = self.keys.results(id);
-        let mut conn = self.conn.borrow_mut();
-        // The result stream exists before any task does: workers post with NOMKSTREAM, so a
-        // result for a job that has ended never brings its key back.
-        let first: String = conn.query(redis::cmd("XADD").arg(&results).arg("*").arg("t").arg("start"))?;
-        let _: () = conn.query(redis::cmd("PEXPIRE").arg(&results).arg(JOB_TTL.as_millis() as u64))?;
         let tasks = self.keys.tasks();
-        let chunks: Vec<&[A]> = items.chunks(chunksize).collect();
         let mut job = Job {
             id,
             name,
-            results,
+            results: self.keys.results(id),
             stop: self.keys.stop(id),
             channel: self.keys.channel(),
             tasks: tasks.clone(),
             entry_ids: Vec::with_capacity(chunks.len()),
-            lens: chunks.iter().map(|c| c.len()).collect(),
+            lens: items.chunks(chunksize).map(<[A]>::len).collect(),
             done: vec![false; chunks.len()],
             remaining: chunks.len() as u64,
             duplicates: 0,
             redelivered: 0,
             last_redelivered: None,
-            last_id: first,
+            last_id: String::new(),
             started: Instant::now(),
             renewed: Instant::now(),
             timeout: self.timeout,
         };
+        let mut conn = self.conn.borrow_mut();
         for (b, batch) in chunks.chunks(SUBMIT_BATCH).enumerate() {
             let mut p = redis::pipe();
-            for (i, chunk) in batch.iter().enumerate() {
+            if b == 0 {
+                // The result stream exists before any task does (in the same round trip):
+                // workers post with NOMKSTREAM, so a result for a job that has ended never
+                // brings its key back.
+                p.cmd("XADD").arg(&job.results).arg("*").arg("t").arg("start");
+                p.cmd("PEXPIRE").arg(&job.results).arg(JOB_TTL.as_millis() as u64).ignore();
+            }
+            for (i, args) in batch.iter().enumerate() {
                 let t = (b * SUBMIT_BATCH + i) as u64;
-                let args = postcard::to_allocvec(chunk).map_err(|e| Error::Codec {
-                    task: t,
-                    name: name.to_owned(),
-                    what: "encode its arguments",
-                    message: e.to_string(),
-                })?;
                 p.cmd("XADD")
                     .arg(&tasks)
                     .arg("*")
@@ -316,7 +324,7 @@ impl ClusterPool {
                     .arg("a")
                     .arg(args);
             }
-            let ids: Vec<String> = match conn.pipe(&p) {
+            let mut ids: Vec<String> = match conn.pipe(&p) {
                 Ok(ids) => ids,
                 Err(e) => {
                     drop(conn);
@@ -324,7 +332,14 @@ impl ClusterPool {
                     return Err(e);
                 }
             };
+            if b == 0 {
+                job.last_id = ids.remove(0);
+            }
             job.entry_ids.extend(ids);
+        }
+        if job.last_id.is_empty() {
+            // No items: the job is done before it starts (and has no keys to remove).
+            job.last_id = "0-0".into();
         }
         Ok(job)
     }
