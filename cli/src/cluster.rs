@@ -76,6 +76,14 @@ pub fn worker(a: WorkerArgs) -> crate::Result<()> {
     Ok(())
 }
 
+/// The cluster to run on: `--backend`, else `$MPROC_BACKEND` when it is a `redis://` URL (the
+/// way Ray's and mpi4py's Pools take the cluster's address), else none (run locally).
+pub fn backend(flag: Option<&str>) -> Option<String> {
+    flag.map(str::to_owned).or_else(|| {
+        std::env::var("MPROC_BACKEND").ok().filter(|u| u.starts_with("redis://") || u.starts_with("rediss://"))
+    })
+}
+
 /// `verify-primes --backend redis://…`: each number's divisors split into interleaved ranges,
 /// one chunk each, on whatever workers are connected.
 pub fn verify_primes(

@@ -42,7 +42,8 @@ pub struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run on the cluster instead: redis://HOST:PORT/ with `mproc worker` hosts connected
+    /// Run on the cluster instead [default: $MPROC_BACKEND when it is a redis:// URL]:
+    /// redis://HOST:PORT/ with `mproc worker` hosts connected
     /// (Pool.map at each chunk size; no plot, no serial row).
     #[arg(long)]
     backend: Option<String>,
@@ -110,7 +111,7 @@ pub fn run(a: Args) -> crate::Result<()> {
     };
     let numbers = find_primes::numbers(lo, hi, a.shuffle);
     let chunksizes = settings(&a, numbers.len())?;
-    if let Some(url) = &a.backend {
+    if let Some(url) = &crate::cluster::backend(a.backend.as_deref()) {
         return crate::cluster::primes(url, lo, hi, &chunksizes, kernel, a.repeat, a.json);
     }
     let want = find_primes::sieve_count(lo, hi);

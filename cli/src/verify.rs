@@ -40,7 +40,8 @@ pub struct Args {
     /// One JSON object per (variant, number) instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run on the cluster instead: redis://HOST:PORT/ with `mproc worker` hosts connected
+    /// Run on the cluster instead [default: $MPROC_BACKEND when it is a redis:// URL]:
+    /// redis://HOST:PORT/ with `mproc worker` hosts connected
     /// (each number split into one range per worker process, or --processes ranges).
     #[arg(long)]
     backend: Option<String>,
@@ -112,7 +113,7 @@ pub fn run(a: Args) -> crate::Result<()> {
         return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()).into());
     }
     let kernels: Vec<Kernel> = a.kernel.split(',').map(|s| s.trim().parse()).collect::<mproc::Result<_>>()?;
-    if let Some(url) = &a.backend {
+    if let Some(url) = &crate::cluster::backend(a.backend.as_deref()) {
         for &k in &kernels {
             crate::cluster::verify_primes(url, &numbers, a.processes, k, a.repeat, a.json)?;
         }

@@ -217,6 +217,9 @@ impl ClusterPool {
     /// Like [`ClusterPool::map`], but the results come one at a time as chunks finish, in the
     /// order they finish. Dropping the iterator ends the job (its keys are removed; chunks not
     /// yet started are skipped, running ones see the job's flag raised).
+    ///
+    /// The job's keys are renewed while the iterator is read: take the next result at least every
+    /// 30 s, or the job expires (and the next read says so).
     pub fn imap_unordered<A, R>(
         &self,
         task: Named<A, R>,
