@@ -57,3 +57,16 @@ CHAOS_SECONDS ?= 240
 .PHONY: chaos
 chaos: build
 	bash scripts/chaos.sh --seconds $(CHAOS_SECONDS)
+
+# The cluster across network namespaces (root): a whole worker host killed at a random moment,
+# NETNS_RUNS times; every result exactly once each time, redelivery time reported.
+NETNS_RUNS ?= 20
+.PHONY: cluster-netns
+cluster-netns:
+	REPORT=$$(mktemp) bash scripts/cluster_netns.sh --runs $(NETNS_RUNS)
+
+# The cluster's throughput and latency on loopback (1 and 2 worker hosts, batched and not, the
+# local Pool beside them, verify-primes on 2 hosts) and Dask distributed's in the same run.
+.PHONY: bench-cluster
+bench-cluster:
+	bash scripts/bench_cluster.sh --repeat $(REPEAT) $(if $(QUICK),--quick)

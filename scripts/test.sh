@@ -28,6 +28,9 @@ fi
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
 
+# The cluster across network namespaces, one short run (skips where namespaces cannot be made).
+bash scripts/cluster_netns.sh --runs 1
+
 # Leftovers: segments of processes that no longer exist, and test binaries still running.
 leaked=""
 for f in /dev/shm/mproc-*; do

@@ -290,6 +290,18 @@ fn scan_blocks<F: EarlyExit + ?Sized>(r: Range, every: u64, flag: &F, kernel: Ke
     Ok(Scan::Done)
 }
 
+/// Scans range `r` for a factor, polling `flag` between blocks of `every` divisors (the redux's
+/// loop): `(Some(factor), _)`, or `(None, stopped)` where `stopped` says the flag ended the scan.
+/// The task a cluster worker runs for `verify-primes --backend`: the flag is a shared-memory
+/// one, relayed from the network by the worker host.
+pub fn scan_range(r: Range, every: u64, flag: &Flag, kernel: Kernel) -> (Option<u64>, bool) {
+    match scan_blocks(r, every.max(1), flag, kernel) {
+        Ok(Scan::Factor(d)) => (Some(d), false),
+        Ok(Scan::Stopped) => (None, true),
+        Ok(Scan::Done) | Err(_) => (None, false),
+    }
+}
+
 /// The smallest factor of `n` (`None` when `n` is prime; `Some(n)` for 0 and 1), by trial
 /// division in this process with the plain `%` loop: the reference.
 pub fn smallest_factor(n: u64) -> Option<u64> {

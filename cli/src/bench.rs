@@ -12,6 +12,9 @@ pub enum Command {
     /// Queue, Pipe and a Unix socket pair between two processes: round-trip latency and
     /// one-way throughput per message size.
     Queue(crate::bench_queue::QueueArgs),
+    /// Cluster throughput through Redis Streams with the worker hosts already connected:
+    /// trivial tasks one per entry and batched, beside the local Pool on the same tasks.
+    Cluster(crate::cluster::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -344,6 +347,7 @@ pub fn run(c: Command) -> crate::Result<()> {
     let a = match c {
         Command::Pool(a) => a,
         Command::Queue(a) => return crate::bench_queue::run(a),
+        Command::Cluster(a) => return crate::cluster::bench(a),
     };
     let kinds: Vec<&str> = a.kinds.split(',').map(str::trim).collect();
     if a.repeat == 0 {

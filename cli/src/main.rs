@@ -9,6 +9,7 @@ mod args;
 mod bench;
 mod bench_queue;
 mod book;
+mod cluster;
 mod contention;
 mod counters;
 mod pi;
@@ -60,6 +61,12 @@ enum Command {
     /// Measure mproc's own overheads.
     #[command(subcommand)]
     Bench(bench::Command),
+    /// Serve tasks from a Redis stream on this host: forks N worker processes; Ctrl-C drains
+    /// and exits (the chunks still pending go back to the queue).
+    Worker(cluster::WorkerArgs),
+    /// Run one job of trivial tasks on the cluster and check that every result arrived exactly
+    /// once (the test scripts' caller).
+    Job(cluster::JobArgs),
     /// Named shared-memory segments: read one, list or clean up stale ones.
     #[command(subcommand)]
     Shm(shm::Command),
@@ -78,6 +85,8 @@ fn main() -> ExitCode {
         Command::Primes(a) => primes::run(a),
         Command::PrimesQueue(a) => primes_queue::run(a),
         Command::SharedArray(a) => shared_array::run(a),
+        Command::Worker(a) => cluster::worker(a),
+        Command::Job(a) => cluster::job(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

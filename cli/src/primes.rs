@@ -42,6 +42,11 @@ pub struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Run on the cluster instead [default: $MPROC_BACKEND when it is a redis:// URL]:
+    /// redis://HOST:PORT/ with `mproc worker` hosts connected
+    /// (Pool.map at each chunk size; no plot, no serial row).
+    #[arg(long)]
+    backend: Option<String>,
     /// Write the plot (time against chunk size, or the sawtooth) as SVG into this directory.
     #[arg(long)]
     svg: Option<std::path::PathBuf>,
@@ -106,6 +111,9 @@ pub fn run(a: Args) -> crate::Result<()> {
     };
     let numbers = find_primes::numbers(lo, hi, a.shuffle);
     let chunksizes = settings(&a, numbers.len())?;
+    if let Some(url) = &crate::cluster::backend(a.backend.as_deref()) {
+        return crate::cluster::primes(url, lo, hi, &chunksizes, kernel, a.repeat, a.json);
+    }
     let want = find_primes::sieve_count(lo, hi);
     let par = crate::bench::parallelism()?;
     let pool = find_primes::pool(a.processes)?;

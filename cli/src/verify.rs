@@ -40,6 +40,11 @@ pub struct Args {
     /// One JSON object per (variant, number) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Run on the cluster instead [default: $MPROC_BACKEND when it is a redis:// URL]:
+    /// redis://HOST:PORT/ with `mproc worker` hosts connected
+    /// (each number split into one range per worker process, or --processes ranges).
+    #[arg(long)]
+    backend: Option<String>,
 }
 
 #[derive(serde::Serialize)]
@@ -108,6 +113,12 @@ pub fn run(a: Args) -> crate::Result<()> {
         return Err(mproc::Error::InvalidArgument("--repeat must be at least 1".into()).into());
     }
     let kernels: Vec<Kernel> = a.kernel.split(',').map(|s| s.trim().parse()).collect::<mproc::Result<_>>()?;
+    if let Some(url) = &crate::cluster::backend(a.backend.as_deref()) {
+        for &k in &kernels {
+            crate::cluster::verify_primes(url, &numbers, a.processes, k, a.repeat, a.json)?;
+        }
+        return Ok(());
+    }
     let base = Config {
         processes: a.processes.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         check_every: a.check_every.parse::<CheckEvery>()?,
