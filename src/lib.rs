@@ -214,6 +214,7 @@ pub use queue::{Connection, DEFAULT_MAX_ITEM_BYTES, JoinableQueue, Pipe, PutErro
 pub use shm::{Arena, GuardedFile, Plain, Segment, ShmBox, ShmSafe};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore,
+    WaitHistogram,
 };
 pub use sys::monotonic_ns;
 pub use value::{AtomicValue, RawValue, Value, ValueGuard};

@@ -30,6 +30,37 @@ fn no_lost_update_between_processes_and_stats_count_every_acquisition() {
         let s = lock.stats();
         assert_eq!(s.acquisitions, 100_000);
         assert!(s.contended <= s.acquisitions);
+        assert_eq!(s.waits.count(), s.contended, "every contended acquisition is in the histogram");
+    });
+}
+
+#[test]
+fn the_wait_histogram_holds_a_long_wait_in_its_bucket() {
+    common::run("lock_wait_histogram", common::SECS(30), || {
+        let lock = Lock::new().unwrap();
+        let started = mproc::Event::new().unwrap();
+        let g = lock.lock().unwrap();
+        let mut waiter = Process::spawn(|| {
+            started.set();
+            drop(lock.lock().unwrap()); // waits for the parent's 40 ms
+        })
+        .unwrap();
+        started.wait_timeout(Duration::from_secs(10)).expect("the waiter never started");
+        std::thread::sleep(Duration::from_millis(40));
+        drop(g);
+        assert!(waiter.join().unwrap().success());
+        let s = lock.stats();
+        assert_eq!((s.acquisitions, s.contended, s.waits.count()), (2, 1, 1));
+        let max = s.waits.max().unwrap();
+        // A bucket's upper bound is at most twice the wait; the wait was 40 ms at least.
+        assert!(max >= Duration::from_millis(40) && max <= Duration::from_secs(2), "{max:?}");
+        assert_eq!(s.waits.percentile(0.5), Some(max));
+        assert!(s.wait >= Duration::from_millis(35) && s.wait <= max, "{:?} against {max:?}", s.wait);
+        let b: Vec<_> = s.waits.buckets().collect();
+        assert_eq!(b.len(), 1);
+        assert!(b[0].0 < b[0].1 && b[0].1 == max && b[0].2 == 1);
+        lock.reset_stats();
+        assert_eq!(lock.stats().waits.count(), 0);
     });
 }
 

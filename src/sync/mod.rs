@@ -14,7 +14,7 @@ mod semaphore;
 pub use barrier::Barrier;
 pub use condition::Condition;
 pub use event::Event;
-pub use lock::{Lock, LockError, LockGuard, LockStats, RLock, RLockGuard};
+pub use lock::{Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, WaitHistogram};
 pub use semaphore::{BoundedSemaphore, Semaphore};
 
 use std::time::{Duration, Instant};

@@ -45,6 +45,7 @@ mod mem;
 mod proc;
 mod pthread;
 mod signal;
+mod ticks;
 
 pub(crate) use fds::Registered;
 pub(crate) use futex::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
@@ -59,3 +60,4 @@ pub(crate) use proc::{
 };
 pub use pthread::{LockStatus, RobustMutex};
 pub(crate) use signal::{EventFd, SigintGuard, ignore_signal, take_sigint};
+pub(crate) use ticks::{ns_per_tick, ticks};
