@@ -944,7 +944,8 @@ impl NamedArena {
             h.dir_len.store(used as u32, Ordering::Release);
         };
         let arena = &self.inner.arena;
-        let lo = arena.cursor();
+        // Every allocation starts on a fresh OBJECT_ALIGN line, so the object's region does too.
+        let lo = arena.cursor().next_multiple_of(OBJECT_ALIGN);
         let obj = match build(arena) {
             Ok(o) => o,
             Err(err) => {
@@ -952,7 +953,7 @@ impl NamedArena {
                 return Err(err);
             }
         };
-        let hi = arena.cursor();
+        let hi = arena.cursor().max(lo);
         let mut parts = Parts { base: self.inner.map.ptr() as usize, lo, hi, params: [0; PARAMS], n: 0, bad: None };
         obj.describe(&mut parts);
         if let Some(why) = parts.bad {
