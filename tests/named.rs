@@ -538,3 +538,36 @@ fn a_sigkilled_creators_named_arena_is_removed_by_its_guardian() {
         eprintln!("removed {:?} after the kill", killed.elapsed());
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The example program, server and client started separately.
+
+#[test]
+fn the_ipc_unrelated_example_server_and_client_talk_by_name() {
+    // `cargo test` builds the examples next to the test binaries' directory.
+    let exe = std::env::current_exe().unwrap();
+    let Some(example) = exe.parent().and_then(|d| d.parent()).map(|d| d.join("examples/ipc_unrelated")) else {
+        return;
+    };
+    if !example.exists() {
+        eprintln!("skipped: {} is not built", example.display());
+        return;
+    }
+    common::run("named_example", common::SECS(60), || {
+        let name = arena_name("example");
+        let server = Command::new(&example)
+            .args(["--server", "--name", &name])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let client = Command::new(&example).args(["--client", "--name", &name, "--count", "5"]).output().unwrap();
+        let said = String::from_utf8_lossy(&client.stdout).into_owned();
+        output_ok(client, "the client");
+        assert!(said.contains("request #5") && said.contains("served 5 requests"), "{said}");
+        let server = server.wait_with_output().unwrap();
+        let told = String::from_utf8_lossy(&server.stdout).into_owned();
+        output_ok(server, "the server");
+        assert!(told.contains("stopped after 5 requests"), "{told}");
+        assert!(!exists(&name), "the server removed its arena");
+    });
+}
