@@ -76,6 +76,9 @@ fn every_kind_of_object_is_opened_by_name_in_a_separately_started_executable() {
         let kinds: Vec<(String, ObjectKind)> = arena.objects().unwrap().into_iter().map(|o| (o.name, o.kind)).collect();
         assert_eq!(kinds.len(), 14);
         assert_eq!(kinds[12], ("queue".to_owned(), ObjectKind::Queue));
+        for o in arena.objects().unwrap() {
+            assert!(o.offset % 128 == 0 && o.size > 0, "{o:?}");
+        }
 
         let mut child = rerun("opener_of_every_kind", &[(ALL_ENV, name.clone())]).spawn().unwrap();
         // The barrier needs both sides: the opener waits at it too.
@@ -237,6 +240,46 @@ fn producer_of_a_named_queue() {
         for i in 0..ITEMS {
             q.put(p << 32 | i).unwrap();
         }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Publication: an object being built is waited for (bounded), never seen half-made.
+
+#[test]
+fn an_opener_waits_for_an_object_still_being_built_and_gives_up_after_its_bound() {
+    common::run("named_publication", common::SECS(30), || {
+        let name = arena_name("slow");
+        let arena = NamedArena::create(&name, 1 << 16).unwrap();
+        let patient = NamedArena::open(&name).unwrap();
+        let hasty = NamedArena::open_timeout(&name, Duration::from_millis(20)).unwrap();
+        let building = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            let creator = s.spawn(|| {
+                arena
+                    .add("slow", |a| {
+                        let v = Value::new_in(a, 7u64)?;
+                        building.wait();
+                        std::thread::sleep(Duration::from_millis(200));
+                        Ok(v)
+                    })
+                    .unwrap()
+            });
+            building.wait();
+            let t = Instant::now();
+            match hasty.get::<Value<u64>>("slow") {
+                Err(e @ Error::NotReady { .. }) => assert!(e.to_string().contains("slow"), "{e}"),
+                other => panic!("expected NotReady, got {other:?}"),
+            }
+            assert!(t.elapsed() < Duration::from_millis(150), "bounded by the 20 ms wait: {:?}", t.elapsed());
+            assert_eq!(patient.get::<Value<u64>>("slow").unwrap().get().unwrap(), 7, "complete once seen");
+            assert!(t.elapsed() >= Duration::from_millis(150), "it waited for the creator");
+            creator.join().unwrap();
+        });
+        // A build that fails publishes nothing.
+        assert!(arena.add("bad", |a| Queue::<u64>::new_in(a, 0, 8)).is_err());
+        assert!(matches!(patient.get::<Queue<u64>>("bad"), Err(Error::ObjectNotFound { .. })));
+        assert_eq!(patient.objects().unwrap().len(), 1);
     });
 }
 
