@@ -614,3 +614,40 @@ fn the_ipc_unrelated_example_server_and_client_talk_by_name() {
         assert!(!exists(&name), "the server removed its arena");
     });
 }
+
+#[test]
+fn stale_cleanup_finds_a_dead_creators_arena_of_any_name_by_its_header_and_spares_a_live_ones() {
+    common::run("named_stale", common::SECS(30), || {
+        // Names without a pid in them: only the header says who created them.
+        let live = format!("mproc-test-live-{}", std::process::id());
+        let dead = format!("mproc-test-dead-{}", std::process::id());
+        let arena = NamedArena::create(&live, 4096).unwrap();
+        let guardian = RawValue::new(0i32).unwrap();
+        let mut creator = Process::spawn(|| {
+            let a = NamedArena::create(&dead, 4096).unwrap();
+            guardian.store(Segment::guardian_pid().unwrap_or(-1));
+            std::thread::sleep(Duration::from_secs(30));
+            drop(a);
+        })
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while guardian.load() == 0 {
+            assert!(Instant::now() < deadline, "the creator never reported");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Its guardian first (so nobody removes the name), then the creator.
+        let g = guardian.load();
+        assert!(g > 0, "no guardian");
+        // SAFETY: kill has no memory-safety preconditions; `g` is the creator's guardian.
+        assert_eq!(unsafe { libc::kill(g, libc::SIGKILL) }, 0);
+        creator.kill().unwrap();
+        creator.join().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(exists(&dead), "with its guardian killed, the dead creator's arena stays");
+        Segment::cleanup_stale().unwrap();
+        assert!(!exists(&dead), "a dead creator's arena is stale whatever its name");
+        assert!(exists(&live), "a living creator's arena is not");
+        drop(arena);
+        assert!(!exists(&live));
+    });
+}

@@ -1124,6 +1124,33 @@ impl NamedArena {
     }
 }
 
+/// The creator pid in the header of the named arena at `path` (a file in `/dev/shm`), read
+/// with plain file I/O; `None` if it is not one (or not readable, or its header fails its
+/// checksum).
+pub(crate) fn creator_of(path: &std::path::Path) -> Option<i32> {
+    use std::io::Read;
+    let mut b = [0u8; std::mem::size_of::<Header>()];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut b)).ok()?;
+    let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+    let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+    let d = HeaderData {
+        magic: u64_at(std::mem::offset_of!(Header, magic)),
+        version: u32_at(std::mem::offset_of!(Header, version)),
+        header_size: u32_at(std::mem::offset_of!(Header, header_size)),
+        entry_size: u32_at(std::mem::offset_of!(Header, entry_size)),
+        dir_offset: u64_at(std::mem::offset_of!(Header, dir_offset)),
+        dir_capacity: u32_at(std::mem::offset_of!(Header, dir_capacity)),
+        data_offset: u64_at(std::mem::offset_of!(Header, data_offset)),
+        seg_len: u64_at(std::mem::offset_of!(Header, seg_len)),
+        creator_pid: u32_at(std::mem::offset_of!(Header, creator_pid)) as i32,
+    };
+    let ok = d.magic == MAGIC
+        && d.version == LAYOUT_VERSION
+        && u64_at(std::mem::offset_of!(Header, checksum)) == d.checksum()
+        && d.creator_pid > 0;
+    ok.then_some(d.creator_pid)
+}
+
 fn header_of(map: &Mapping) -> &Header {
     // SAFETY: every mapping given here is at least DIR_OFFSET bytes (checked at open; created
     // larger), page-aligned, and lives as long as `map`; a Header is atomics only, so any bytes

@@ -456,7 +456,10 @@ impl Segment {
     }
 
     /// Removes named segments left in `/dev/shm` by mproc processes that no longer exist
-    /// (a creator killed by SIGKILL cannot unlink). Returns the names removed.
+    /// (a creator killed by SIGKILL cannot unlink, and its guardian may have been killed too).
+    /// A segment's creator is the pid in its `mproc-<pid>-…` name, or, for a
+    /// [`NamedArena`](crate::NamedArena) of any name, the creator pid in its header. Returns the
+    /// names removed.
     pub fn cleanup_stale() -> Result<Vec<String>> {
         let mut removed = Vec::new();
         let dir = match std::fs::read_dir("/dev/shm") {
@@ -466,11 +469,11 @@ impl Segment {
         };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_prefix(NAME_PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
+            let Some(pid) = super::named::creator_of(&entry.path()).or_else(|| {
+                name.strip_prefix(NAME_PREFIX)
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|p| p.parse::<i32>().ok())
+            }) else {
                 continue;
             };
             if !sys::pid_alive(pid) {
