@@ -5,7 +5,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use crate::error::Result;
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, Plain, ShmBox};
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::value::{AtomicValue, Slot};
@@ -279,6 +279,9 @@ impl<T: Plain> NamedObject for RawArray<T> {
     fn elem() -> TypeIdent {
         TypeIdent::of::<T>()
     }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<Slot<T>>()])
+    }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.data);
         parts.value(self.len() as u64);
@@ -296,6 +299,9 @@ impl<T: Plain> NamedObject for Array<T> {
     const KIND: ObjectKind = ObjectKind::Array;
     fn elem() -> TypeIdent {
         TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<Slot<T>>()])
     }
     fn describe(&self, parts: &mut Parts) {
         parts.part(self.lock.raw_box());

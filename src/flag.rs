@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::error::Result;
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox};
 
 /// Anything that can tell workers to stop early: the book's six ways share this trait.
@@ -85,6 +85,9 @@ impl NamedObject for Flag {
     const KIND: ObjectKind = ObjectKind::Flag;
     fn elem() -> TypeIdent {
         TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<CachePadded<AtomicU8>>()])
     }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.b);

@@ -7,7 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::*;
 
 use crate::error::Result;
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, Plain, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
 
@@ -324,6 +324,9 @@ impl<T: AtomicValue> NamedObject for RawValue<T> {
     fn elem() -> TypeIdent {
         TypeIdent::of::<T>()
     }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<T::Atomic>()])
+    }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.a);
     }
@@ -339,6 +342,9 @@ impl<T: Plain> NamedObject for Value<T> {
     const KIND: ObjectKind = ObjectKind::Value;
     fn elem() -> TypeIdent {
         TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<Slot<T>>()])
     }
     fn describe(&self, parts: &mut Parts) {
         parts.part(self.lock.raw_box());

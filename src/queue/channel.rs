@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 
 use crate::array::RawArray;
 use crate::error::{Error, Result};
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
@@ -686,6 +686,9 @@ impl<T> NamedObject for Queue<T> {
     fn elem() -> TypeIdent {
         TypeIdent::of::<T>()
     }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<State>()])
+    }
     fn describe(&self, parts: &mut Parts) {
         self.describe_parts(parts);
     }
@@ -701,6 +704,9 @@ impl<T> NamedObject for JoinableQueue<T> {
     const KIND: ObjectKind = ObjectKind::JoinableQueue;
     fn elem() -> TypeIdent {
         TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<State>()])
     }
     fn describe(&self, parts: &mut Parts) {
         self.q.describe_parts(parts);

@@ -7,11 +7,16 @@
 //!        sizes, directory offset and capacity, entries used, data offset, segment length, bump
 //!        counter, creator pid, checksum of the fixed fields
 //! 128    directory: `capacity` entries of 256 bytes: state, kind, name (≤ 64 bytes), T's type
-//!        name (≤ 80 bytes, for display), T's size, alignment and type fingerprint (a hash of
-//!        `std::any::type_name`), byte offset and size of the object's region, six
+//!        name (≤ 72 bytes, for display), T's size, alignment and type fingerprint (a hash of
+//!        `std::any::type_name`), a fingerprint of the sizes and alignments of mproc's own
+//!        shared structs for that kind, byte offset and size of the object's region, six
 //!        kind-specific parameters (offsets of its parts, lengths), checksum of all but the state
 //! data   the objects, each on its own 128-byte lines (the bump allocator of [`Arena`])
 //! ```
+//! A change to the header or the directory, or to any shared struct behind a named kind (a
+//! lock's, a queue's state), must bump `LAYOUT_VERSION`; the per-entry shape fingerprint catches
+//! a struct that changed size without one, as an [`Error::ObjectTypeMismatch`].
+//!
 //! All of it is atomics, so any process may read it at any time without a data race; everything
 //! read from it is copied out first and then checked, so a value that changes under the reader
 //! cannot get past a check.
@@ -60,7 +65,7 @@ const MAX_OBJECTS: usize = 4096;
 const DIR_OFFSET: usize = OBJECT_ALIGN;
 const ENTRY_SIZE: usize = 256;
 const NAME_CAP: usize = 64;
-const TYPE_CAP: usize = 80;
+const TYPE_CAP: usize = 72;
 const PARAMS: usize = 6;
 /// How long `open` and `get` wait for something still being created.
 const DEFAULT_WAIT: Duration = Duration::from_secs(2);
@@ -103,6 +108,7 @@ struct Entry {
     t_size: AtomicU64,
     t_align: AtomicU64,
     t_hash: AtomicU64,
+    layout: AtomicU64,
     offset: AtomicU64,
     size: AtomicU64,
     params: [AtomicU64; PARAMS],
@@ -237,7 +243,7 @@ pub struct ObjectInfo {
     /// What it is.
     pub kind: ObjectKind,
     /// `T`'s type name as the creator's compiler spelled it (`"()"` for kinds without a `T`;
-    /// cut to 80 bytes).
+    /// cut to 72 bytes).
     pub type_name: String,
     /// `T`'s size in bytes.
     pub elem_size: u64,
@@ -398,6 +404,19 @@ mod hidden {
 
 pub(crate) use hidden::{Parts, Rebuild, Sealed, TypeIdent};
 
+/// The fingerprint [`NamedObject::layout`] returns: a hash of `(size, align)` of each shared
+/// struct a kind is made of. It catches a struct that grew or shrank between two builds; a
+/// change that keeps every size (fields reordered, a protocol changed) must bump
+/// [`LAYOUT_VERSION`] instead — as must any change to the header or the directory.
+pub(crate) fn layout_hash(parts: &[(usize, usize)]) -> u64 {
+    parts.iter().fold(Fnv::new(), |h, &(s, a)| h.u64(s as u64).u64(a as u64)).0
+}
+
+/// `(size, align)` of `T`, for [`layout_hash`].
+pub(crate) const fn shape<T>() -> (usize, usize) {
+    (std::mem::size_of::<T>(), std::mem::align_of::<T>())
+}
+
 /// An mproc shared object that can live in a [`NamedArena`] under a name: [`crate::Lock`],
 /// [`crate::RLock`], [`crate::Value`], [`crate::RawValue`], [`crate::Array`],
 /// [`crate::RawArray`], [`crate::Event`], [`crate::Semaphore`], [`crate::BoundedSemaphore`],
@@ -410,6 +429,11 @@ pub trait NamedObject: Sized + Sealed {
     /// The identity of the type parameter (`()` for none).
     #[doc(hidden)]
     fn elem() -> TypeIdent;
+
+    /// A fingerprint of the sizes and alignments of mproc's shared structs behind this kind
+    /// ([`layout_hash`]), so that two builds whose structs differ refuse each other's objects.
+    #[doc(hidden)]
+    fn layout() -> u64;
 
     /// Records where the object's parts are.
     #[doc(hidden)]
@@ -433,6 +457,7 @@ struct EntryData {
     t_size: u64,
     t_align: u64,
     t_hash: u64,
+    layout: u64,
     offset: u64,
     size: u64,
     params: [u64; PARAMS],
@@ -442,7 +467,7 @@ impl EntryData {
     fn checksum(&self) -> u64 {
         let mut h = Fnv::new().u64(u64::from(self.kind)).u64(self.name.len() as u64).bytes(&self.name);
         h = h.u64(self.type_name.len() as u64).bytes(&self.type_name);
-        for v in [self.t_size, self.t_align, self.t_hash, self.offset, self.size] {
+        for v in [self.t_size, self.t_align, self.t_hash, self.layout, self.offset, self.size] {
             h = h.u64(v);
         }
         for v in self.params {
@@ -506,6 +531,7 @@ impl Entry {
             t_size: self.t_size.load(Ordering::Relaxed),
             t_align: self.t_align.load(Ordering::Relaxed),
             t_hash: self.t_hash.load(Ordering::Relaxed),
+            layout: self.layout.load(Ordering::Relaxed),
             offset: self.offset.load(Ordering::Relaxed),
             size: self.size.load(Ordering::Relaxed),
             params,
@@ -522,6 +548,7 @@ impl Entry {
         self.t_size.store(d.t_size, Ordering::Relaxed);
         self.t_align.store(d.t_align, Ordering::Relaxed);
         self.t_hash.store(d.t_hash, Ordering::Relaxed);
+        self.layout.store(d.layout, Ordering::Relaxed);
         self.offset.store(d.offset, Ordering::Relaxed);
         self.size.store(d.size, Ordering::Relaxed);
         for (a, &p) in self.params.iter().zip(&d.params) {
@@ -931,6 +958,7 @@ impl NamedArena {
             t_size: elem.size as u64,
             t_align: elem.align as u64,
             t_hash: elem.hash(),
+            layout: O::layout(),
             offset: 0,
             size: 0,
             params: [0; PARAMS],
@@ -1058,6 +1086,14 @@ impl NamedArena {
                 found: d.type_label(),
             });
         }
+        if d.layout != O::layout() {
+            return Err(Error::ObjectTypeMismatch {
+                arena: self.inner.name.clone(),
+                object: name.to_owned(),
+                expected: format!("{} as this build of mproc lays it out", expected_label::<O>()),
+                found: format!("{} laid out by another build of mproc (another release?)", d.type_label()),
+            });
+        }
         let what = format!("object {name:?} in named arena {}", self.inner.name);
         let r = Rebuild {
             map: &self.inner.map,
@@ -1166,6 +1202,26 @@ mod tests {
     fn type_fingerprints_tell_apart_types_of_the_same_size() {
         assert_ne!(TypeIdent::of::<u64>().hash(), TypeIdent::of::<i64>().hash());
         assert_eq!(TypeIdent::of::<u64>().hash(), TypeIdent::of::<u64>().hash());
+    }
+
+    #[test]
+    fn an_object_laid_out_by_another_build_is_refused_by_its_shape_fingerprint() {
+        let name = format!("mproc-{}-unit-shape", std::process::id());
+        let arena = NamedArena::create(&name, 4096).unwrap();
+        let _l = arena.add("lock", Lock::new_in).unwrap();
+        // What another build, whose RawLock had another size, would have written.
+        let e = arena.entry(0);
+        let mut d = e.load().unwrap();
+        d.layout = layout_hash(&[(1, 1)]);
+        e.store(&d);
+        match arena.get::<Lock>("lock") {
+            Err(e @ Error::ObjectTypeMismatch { .. }) => assert!(e.to_string().contains("another build"), "{e}"),
+            other => panic!("expected ObjectTypeMismatch, got {other:?}"),
+        }
+        // And a checksum that does not match is corruption.
+        e.checksum.fetch_add(1, Ordering::Relaxed);
+        assert!(matches!(arena.get::<Lock>("lock"), Err(Error::Corrupt(_))));
+        assert!(matches!(NamedArena::open(&name), Err(Error::Corrupt(_))));
     }
 
     #[test]

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::remaining;
 use crate::sys::{futex_wait, futex_wake_all};
@@ -157,6 +157,9 @@ impl NamedObject for Barrier {
     const KIND: ObjectKind = ObjectKind::Barrier;
     fn elem() -> TypeIdent {
         TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<BarrierState>()])
     }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.st);

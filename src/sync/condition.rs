@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard, remaining};
 use crate::sys::{futex_wait, futex_wake_all, futex_wake_one};
@@ -173,6 +173,9 @@ impl NamedObject for Condition {
     const KIND: ObjectKind = ObjectKind::Condition;
     fn elem() -> TypeIdent {
         TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<CondState>()])
     }
     fn describe(&self, parts: &mut Parts) {
         parts.part(self.lock.raw_box());

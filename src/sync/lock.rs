@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox};
 use crate::sys::{self, LockStatus, RobustMutex};
 
@@ -385,6 +385,9 @@ impl Lock {
 }
 
 impl Lock {
+    /// Size and alignment of the shared part, for a named arena's layout fingerprints.
+    pub(crate) const SHAPE: (usize, usize) = shape::<RawLock>();
+
     /// The shared part, for a named arena's directory.
     pub(crate) fn raw_box(&self) -> &ShmBox<RawLock> {
         &self.raw
@@ -405,6 +408,9 @@ impl NamedObject for Lock {
     fn elem() -> TypeIdent {
         TypeIdent::none()
     }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<RawLock>()])
+    }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.raw);
     }
@@ -420,6 +426,9 @@ impl NamedObject for RLock {
     const KIND: ObjectKind = ObjectKind::RLock;
     fn elem() -> TypeIdent {
         TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<RawLock>()])
     }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.raw);

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::remaining;
 use crate::sys::{FutexWait, futex_wait, futex_wake_one};
@@ -194,6 +194,9 @@ impl NamedObject for Semaphore {
     fn elem() -> TypeIdent {
         TypeIdent::none()
     }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<SemState>()])
+    }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.st);
     }
@@ -209,6 +212,9 @@ impl NamedObject for BoundedSemaphore {
     const KIND: ObjectKind = ObjectKind::BoundedSemaphore;
     fn elem() -> TypeIdent {
         TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<SemState>()])
     }
     fn describe(&self, parts: &mut Parts) {
         parts.part(&self.sem.st);
