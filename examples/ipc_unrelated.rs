@@ -81,13 +81,15 @@ fn client(a: &Args) -> mproc::Result<()> {
             Err(e) => return Err(e),
         }
     };
+    // The server may not have added them all yet: wait for each (bounded).
+    let wait = Duration::from_secs(5);
+    let requests: Queue<Msg> = arena.get_timeout("requests", wait)?;
+    let replies: Queue<Msg> = arena.get_timeout("replies", wait)?;
+    let served: Value<u64> = arena.get_timeout("served", wait)?;
+    let stop: Event = arena.get_timeout("stop", wait)?;
     for o in arena.objects()? {
         println!("client: found {} ({}, {} bytes at offset {})", o.name, o.type_label(), o.size, o.offset);
     }
-    let requests: Queue<Msg> = arena.get("requests")?;
-    let replies: Queue<Msg> = arena.get("replies")?;
-    let served: Value<u64> = arena.get("served")?;
-    let stop: Event = arena.get("stop")?;
     let me = std::process::id();
     for i in 0..a.count {
         requests.put((me, format!("hello number {i} from an unrelated process")))?;

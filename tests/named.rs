@@ -276,10 +276,23 @@ fn an_opener_waits_for_an_object_still_being_built_and_gives_up_after_its_bound(
             assert!(t.elapsed() >= Duration::from_millis(150), "it waited for the creator");
             creator.join().unwrap();
         });
+        // A name that is not there yet is waited for, bounded, by get_timeout.
+        let t = Instant::now();
+        assert!(matches!(
+            patient.get_timeout::<Lock>("later", Duration::from_millis(50)),
+            Err(Error::ObjectNotFound { .. })
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(50));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| patient.get_timeout::<Lock>("later", Duration::from_secs(10)));
+            std::thread::sleep(Duration::from_millis(50));
+            let _l = arena.add("later", Lock::new_in).unwrap();
+            waiter.join().unwrap().unwrap();
+        });
         // A build that fails publishes nothing.
         assert!(arena.add("bad", |a| Queue::<u64>::new_in(a, 0, 8)).is_err());
         assert!(matches!(patient.get::<Queue<u64>>("bad"), Err(Error::ObjectNotFound { .. })));
-        assert_eq!(patient.objects().unwrap().len(), 1);
+        assert_eq!(patient.objects().unwrap().len(), 2);
     });
 }
 

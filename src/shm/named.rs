@@ -1040,11 +1040,13 @@ impl NamedArena {
         Ok(d)
     }
 
-    /// Waits (bounded) for `name` to be READY; returns its checked entry.
-    fn ready_entry(&self, name: &str) -> Result<EntryData> {
+    /// Waits (bounded) for `name` to be READY — and, with `appear`, for it to be added at all
+    /// until then; returns its checked entry.
+    fn ready_entry(&self, name: &str, appear: Option<Instant>) -> Result<EntryData> {
         let deadline = Instant::now() + self.inner.wait;
         loop {
             match self.find(name)? {
+                Err(_) if appear.is_some_and(|a| Instant::now() < a) => std::thread::sleep(Duration::from_millis(1)),
                 Err(available) => {
                     return Err(Error::ObjectNotFound {
                         arena: self.inner.name.clone(),
@@ -1072,7 +1074,18 @@ impl NamedArena {
     /// [`Error::NotReady`] if it was still being built after the arena's wait;
     /// [`Error::Corrupt`] if its entry or its parts fail their checks.
     pub fn get<O: NamedObject>(&self, name: &str) -> Result<O> {
-        let d = self.ready_entry(name)?;
+        self.get_until(name, None)
+    }
+
+    /// Like [`NamedArena::get`], but if there is no object `name` yet, waits up to `timeout` for
+    /// the creator to add it — for a program that may start before the one that creates its
+    /// objects. Then [`Error::ObjectNotFound`].
+    pub fn get_timeout<O: NamedObject>(&self, name: &str, timeout: Duration) -> Result<O> {
+        self.get_until(name, Some(Instant::now() + timeout))
+    }
+
+    fn get_until<O: NamedObject>(&self, name: &str, appear: Option<Instant>) -> Result<O> {
+        let d = self.ready_entry(name, appear)?;
         let elem = O::elem();
         if d.kind != O::KIND as u32
             || d.t_size != elem.size as u64
@@ -1112,7 +1125,7 @@ impl NamedArena {
     /// a running program's locks ([`Lock::stats`]): taking it also works, and excludes the
     /// object's own users.
     pub fn lock_of(&self, name: &str) -> Result<Lock> {
-        let d = self.ready_entry(name)?;
+        let d = self.ready_entry(name, None)?;
         let kind = ObjectKind::from_u32(d.kind).expect("checked");
         if !kind.has_lock() {
             return Err(Error::ObjectTypeMismatch {
