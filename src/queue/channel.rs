@@ -716,3 +716,28 @@ impl<T> NamedObject for JoinableQueue<T> {
         Ok(JoinableQueue { q: unsafe { Queue::rebuild_parts(r)? } })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Impossible indices (written by something other than mproc's code) make even untimed
+    /// operations fail with `Corrupt` instead of waiting for a change that cannot come.
+    #[test]
+    fn impossible_indices_fail_untimed_operations_instead_of_hanging() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let q = Queue::<u64>::with_max_item_bytes(4, 16).unwrap();
+            q.st.head.store(9, Ordering::SeqCst); // taken more than was ever put
+            let a = matches!(q.get(), Err(Error::Corrupt(_)));
+            let b = matches!(q.put(1), Err(PutError::Failed(1, Error::Corrupt(_))));
+            q.st.head.store(0, Ordering::SeqCst);
+            q.st.tail.store(100, Ordering::SeqCst); // more queued than it holds
+            let c = matches!(q.put(2), Err(PutError::Failed(2, Error::Corrupt(_))));
+            let d = matches!(q.get(), Err(Error::Corrupt(_)));
+            let _ = tx.send([a, b, c, d]);
+        });
+        let r = rx.recv_timeout(Duration::from_secs(10)).expect("an untimed operation hung on impossible indices");
+        assert_eq!(r, [true; 4]);
+    }
+}
