@@ -38,10 +38,13 @@
 //! asked for, and that every part of the object lies inside its region, inside the segment, and
 //! aligned. A queue checks its indices and each record's length on every operation. So bytes
 //! overwritten by accident or by a buggy program give an [`Error`] (mostly [`Error::Corrupt`]),
-//! never an out-of-bounds access. What no check can do is make a lock whose own bytes were
+//! never an out-of-bounds access. A queue record's payload carries no checksum: overwritten, it
+//! decodes as a [`Error::Decode`] or as another value of `T`, still never undefined behaviour.
+//! What no check can do is make a lock whose own bytes were
 //! overwritten behave, or stop a process that can write the segment from holding a lock forever:
 //! named arenas are created mode 0600, so only the creator's user can open them, and every
-//! process of that user is trusted as much as the creator.
+//! process of that user is trusted as much as the creator (one that shrinks the segment with
+//! `ftruncate` makes the others' next access to the lost pages a `SIGBUS`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicI32, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
