@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use mproc::{
     Array, Barrier, BoundedSemaphore, Condition, Error, Event, Flag, JoinableQueue, Lock, NamedArena, ObjectKind,
-    Process, Queue, RLock, RawArray, RawValue, Segment, Semaphore, Value,
+    Process, Progress, Queue, RLock, RawArray, RawValue, Segment, Semaphore, Value,
 };
 
 /// A name the leak check of `common::run` covers (it looks for `mproc-<pid>-…`).
@@ -69,12 +69,13 @@ fn every_kind_of_object_is_opened_by_name_in_a_separately_started_executable() {
         let flag = arena.add("flag", Flag::new_in).unwrap();
         let queue = arena.add("queue", |a| Queue::<String>::new_in(a, 16, 64)).unwrap();
         let jq = arena.add("jq", |a| JoinableQueue::<(u32, u64)>::new_in(a, 16, 32)).unwrap();
+        let progress = arena.add("progress", |a| Progress::new_in(a, 3)).unwrap();
         bsem.acquire().unwrap();
         queue.put("from the creator".to_owned()).unwrap();
         jq.put((7, 8)).unwrap();
 
         let kinds: Vec<(String, ObjectKind)> = arena.objects().unwrap().into_iter().map(|o| (o.name, o.kind)).collect();
-        assert_eq!(kinds.len(), 14);
+        assert_eq!(kinds.len(), 15);
         assert_eq!(kinds[12], ("queue".to_owned(), ObjectKind::Queue));
         for o in arena.objects().unwrap() {
             assert!(o.offset % 128 == 0 && o.size > 0, "{o:?}");
@@ -99,11 +100,12 @@ fn every_kind_of_object_is_opened_by_name_in_a_separately_started_executable() {
         assert!(sem.try_acquire());
         assert_eq!(bsem.value(), 2, "the opener released the permit the creator took");
         assert_eq!(jq.unfinished(), 0, "the opener marked the item done");
+        assert_eq!(progress.total(), 5);
         assert!(lock.stats().acquisitions >= 1, "{:?}", lock.stats());
         assert!(rlock.stats().acquisitions >= 2, "{:?}", rlock.stats());
         drop(arena);
         assert!(exists(&name), "the objects still hold the segment");
-        drop((lock, rlock, value, raw, array, raw_array, event, sem, bsem, barrier, cond, flag, queue, jq));
+        drop((lock, rlock, value, raw, array, raw_array, event, sem, bsem, barrier, cond, flag, queue, jq, progress));
         assert!(!exists(&name), "the creator's last handle unlinks it");
     });
 }
@@ -133,6 +135,7 @@ fn opener_of_every_kind() {
         let jq = arena.get::<JoinableQueue<(u32, u64)>>("jq").unwrap();
         assert_eq!(jq.get_timeout(Duration::from_secs(10)).unwrap(), (7, 8));
         jq.task_done().unwrap();
+        arena.get::<Progress>("progress").unwrap().add(5);
         let q = arena.get::<Queue<String>>("queue").unwrap();
         assert_eq!(q.get_timeout(Duration::from_secs(10)).unwrap(), "from the creator");
         q.put("from the opener".to_owned()).unwrap();

@@ -180,10 +180,12 @@ pub enum ObjectKind {
     Queue = 13,
     /// [`crate::JoinableQueue`]
     JoinableQueue = 14,
+    /// [`crate::Progress`]
+    Progress = 15,
 }
 
 impl ObjectKind {
-    const ALL: [ObjectKind; 14] = [
+    const ALL: [ObjectKind; 15] = [
         ObjectKind::Lock,
         ObjectKind::RLock,
         ObjectKind::Value,
@@ -198,6 +200,7 @@ impl ObjectKind {
         ObjectKind::Flag,
         ObjectKind::Queue,
         ObjectKind::JoinableQueue,
+        ObjectKind::Progress,
     ];
 
     fn from_u32(v: u32) -> Option<ObjectKind> {
@@ -423,8 +426,8 @@ pub(crate) const fn shape<T>() -> (usize, usize) {
 /// An mproc shared object that can live in a [`NamedArena`] under a name: [`crate::Lock`],
 /// [`crate::RLock`], [`crate::Value`], [`crate::RawValue`], [`crate::Array`],
 /// [`crate::RawArray`], [`crate::Event`], [`crate::Semaphore`], [`crate::BoundedSemaphore`],
-/// [`crate::Barrier`], [`crate::Condition`], [`crate::Flag`], [`crate::Queue`] and
-/// [`crate::JoinableQueue`]. Sealed: its methods are mproc's own.
+/// [`crate::Barrier`], [`crate::Condition`], [`crate::Flag`], [`crate::Queue`],
+/// [`crate::JoinableQueue`] and [`crate::Progress`]. Sealed: its methods are mproc's own.
 pub trait NamedObject: Sized + Sealed {
     #[doc(hidden)]
     const KIND: ObjectKind;
