@@ -17,6 +17,9 @@ pub const OBJECT_ALIGN: usize = 128;
 /// process — never overlap. Space is never reused; the segment is unmapped when the arena and
 /// everything allocated from it are dropped.
 ///
+/// A [`NamedArena`](crate::NamedArena) hands its closures an `Arena` over its data area, so the
+/// same `new_in` constructors place objects there for unrelated programs to open by name.
+///
 /// # Example
 /// ```
 /// let arena = mproc::Arena::new(1 << 16)?;
