@@ -5,7 +5,7 @@
 //! ```text
 //! 0      header (80 bytes): magic "mprocARN", layout version, ready word, header and entry
 //!        sizes, directory offset and capacity, entries used, data offset, segment length, bump
-//!        counter, creator pid, checksum of the fixed fields
+//!        counter, creator pid, size and alignment of a lock, checksum of the fixed fields
 //! 128    directory: `capacity` entries of 256 bytes: state, kind, name (≤ 64 bytes), T's type
 //!        name (≤ 72 bytes, for display), T's size, alignment and type fingerprint (a hash of
 //!        `std::any::type_name`), a fingerprint of the sizes and alignments of mproc's own
@@ -93,7 +93,9 @@ struct Header {
     /// The data area's bump counter (not in the checksum).
     next: AtomicUsize,
     creator_pid: AtomicI32,
-    _pad: AtomicU32,
+    /// Size (high 16 bits) and alignment (low 16) of the creator's lock struct, for
+    /// [`NamedArena::lock_of`], which takes a lock out of any kind of object.
+    lock_shape: AtomicU32,
     checksum: AtomicU64,
 }
 
@@ -575,6 +577,12 @@ struct HeaderData {
     data_offset: u64,
     seg_len: u64,
     creator_pid: i32,
+    lock_shape: u32,
+}
+
+fn lock_shape() -> u32 {
+    let (size, align) = Lock::SHAPE;
+    ((size as u32) << 16) | (align as u32 & 0xffff)
 }
 
 impl HeaderData {
@@ -589,6 +597,7 @@ impl HeaderData {
             data_offset: h.data_offset.load(Ordering::Relaxed),
             seg_len: h.seg_len.load(Ordering::Relaxed),
             creator_pid: h.creator_pid.load(Ordering::Relaxed),
+            lock_shape: h.lock_shape.load(Ordering::Relaxed),
         }
     }
 
@@ -603,6 +612,7 @@ impl HeaderData {
             .u64(self.data_offset)
             .u64(self.seg_len)
             .u64(self.creator_pid as u32 as u64)
+            .u64(u64::from(self.lock_shape))
             .0
     }
 }
@@ -733,6 +743,7 @@ impl NamedArena {
             data_offset: data_offset as u64,
             seg_len: map.len() as u64,
             creator_pid: me,
+            lock_shape: lock_shape(),
         };
         h.version.store(d.version, Ordering::Relaxed);
         h.header_size.store(d.header_size, Ordering::Relaxed);
@@ -744,6 +755,7 @@ impl NamedArena {
         h.seg_len.store(d.seg_len, Ordering::Relaxed);
         h.next.store(data_offset, Ordering::Relaxed);
         h.creator_pid.store(me, Ordering::Relaxed);
+        h.lock_shape.store(d.lock_shape, Ordering::Relaxed);
         h.checksum.store(d.checksum(), Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         // Publication: an opener that loads `ready == 1` with Acquire sees every store above.
@@ -1133,6 +1145,15 @@ impl NamedArena {
     pub fn lock_of(&self, name: &str) -> Result<Lock> {
         let d = self.ready_entry(name, None)?;
         let kind = ObjectKind::from_u32(d.kind).expect("checked");
+        let found_shape = self.header().lock_shape.load(Ordering::Relaxed);
+        if found_shape != lock_shape() {
+            return Err(Error::ObjectTypeMismatch {
+                arena: self.inner.name.clone(),
+                object: name.to_owned(),
+                expected: format!("a lock of {} bytes, as this build of mproc lays it out", Lock::SHAPE.0),
+                found: format!("locks of {} bytes, laid out by another build of mproc", found_shape >> 16),
+            });
+        }
         if !kind.has_lock() {
             return Err(Error::ObjectTypeMismatch {
                 arena: self.inner.name.clone(),
@@ -1198,6 +1219,7 @@ pub(crate) fn creator_of(path: &std::path::Path) -> Option<i32> {
         data_offset: u64_at(std::mem::offset_of!(Header, data_offset)),
         seg_len: u64_at(std::mem::offset_of!(Header, seg_len)),
         creator_pid: u32_at(std::mem::offset_of!(Header, creator_pid)) as i32,
+        lock_shape: u32_at(std::mem::offset_of!(Header, lock_shape)),
     };
     let ok = d.magic == MAGIC
         && d.version == LAYOUT_VERSION
@@ -1237,6 +1259,13 @@ mod tests {
             Err(e @ Error::ObjectTypeMismatch { .. }) => assert!(e.to_string().contains("another build"), "{e}"),
             other => panic!("expected ObjectTypeMismatch, got {other:?}"),
         }
+        // A lock watcher (`lock_of`) built with another lock struct is refused too.
+        let was = arena.header().lock_shape.swap(1 << 16 | 1, Ordering::Relaxed);
+        match arena.lock_of("lock") {
+            Err(e @ Error::ObjectTypeMismatch { .. }) => assert!(e.to_string().contains("another build"), "{e}"),
+            other => panic!("expected ObjectTypeMismatch, got {other:?}"),
+        }
+        arena.header().lock_shape.store(was, Ordering::Relaxed);
         // And a checksum that does not match is corruption.
         e.checksum.fetch_add(1, Ordering::Relaxed);
         assert!(matches!(arena.get::<Lock>("lock"), Err(Error::Corrupt(_))));
