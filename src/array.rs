@@ -5,6 +5,7 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 
 use crate::error::Result;
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, Plain, ShmBox};
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::value::{AtomicValue, Slot};
@@ -263,6 +264,64 @@ impl<T: Plain> Array<T> {
     /// A copy of the elements, taken under the lock.
     pub fn to_vec(&self) -> Result<Vec<T>> {
         Ok(self.lock()?.to_vec())
+    }
+}
+
+impl<T: Plain> RawArray<T> {
+    /// The array over existing elements (a queue's buffer in a named arena).
+    pub(crate) fn from_box(data: ShmBox<[Slot<T>]>) -> Self {
+        RawArray { data }
+    }
+
+    pub(crate) fn data_box(&self) -> &ShmBox<[Slot<T>]> {
+        &self.data
+    }
+}
+
+impl<T: Plain> Sealed for RawArray<T> {}
+
+impl<T: Plain> NamedObject for RawArray<T> {
+    const KIND: ObjectKind = ObjectKind::RawArray;
+    fn elem() -> TypeIdent {
+        TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<Slot<T>>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.data);
+        parts.value(self.len() as u64);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a RawArray<T>'s: its elements (`T: Plain`, any bits valid), then
+        // their number (checked against the region by `slice`).
+        Ok(RawArray { data: unsafe { r.slice::<Slot<T>>(0, r.value(1))? } })
+    }
+}
+
+impl<T: Plain> Sealed for Array<T> {}
+
+impl<T: Plain> NamedObject for Array<T> {
+    const KIND: ObjectKind = ObjectKind::Array;
+    fn elem() -> TypeIdent {
+        TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<Slot<T>>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(self.lock.raw_box());
+        parts.part(&self.raw.data);
+        parts.value(self.len() as u64);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is an Array<T>'s: its lock, its elements, their number.
+        unsafe {
+            Ok(Array {
+                lock: Lock::rebuild_at(r, 0, false)?,
+                raw: RawArray { data: r.slice::<Slot<T>>(1, r.value(2))? },
+            })
+        }
     }
 }
 

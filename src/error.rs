@@ -174,6 +174,87 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// A named segment by that name already exists (another program, or an earlier run of this
+    /// one, created it). Pick another name, open the existing one, or remove a stale one with
+    /// [`Segment::unlink`](crate::Segment::unlink).
+    #[error("a shared segment named {name} already exists (open it, or remove it if its creator is gone)")]
+    SegmentExists {
+        /// The name.
+        name: String,
+    },
+
+    /// A segment opened as a [`NamedArena`](crate::NamedArena) is not one: its header does not
+    /// start with mproc's magic, or its creator never finished initialising it.
+    #[error("shared segment {name} is not an mproc named arena: {reason}")]
+    NotNamedArena {
+        /// The segment's name.
+        name: String,
+        /// What was found instead.
+        reason: String,
+    },
+
+    /// A [`NamedArena`](crate::NamedArena) was laid out by a version of mproc whose layout this
+    /// one does not read. Build both programs against the same mproc release.
+    #[error(
+        "named arena {name} has layout version {found}; this build of mproc reads version {supported}: \
+         build the creating and the opening program against the same mproc release"
+    )]
+    ArenaVersion {
+        /// The segment's name.
+        name: String,
+        /// The version in its header.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+
+    /// No object of that name in a [`NamedArena`](crate::NamedArena) (yet).
+    #[error("named arena {arena} has no object named {object:?} (it has: {})", describe_names(.available))]
+    ObjectNotFound {
+        /// The arena's name.
+        arena: String,
+        /// The name looked for.
+        object: String,
+        /// The names it does have.
+        available: Vec<String>,
+    },
+
+    /// [`NamedArena::add`](crate::NamedArena::add) with a name the arena already has.
+    #[error("named arena {arena} already has an object named {object:?}")]
+    ObjectExists {
+        /// The arena's name.
+        arena: String,
+        /// The name.
+        object: String,
+    },
+
+    /// A named object was opened as a type other than the one it was created as (another kind
+    /// of object, or another `T`, `T` size or alignment).
+    #[error(
+        "object {object:?} in named arena {arena} is a {found}; it was opened as a {expected} \
+         (both programs must name the same type, by the same path, built the same way)"
+    )]
+    ObjectTypeMismatch {
+        /// The arena's name.
+        arena: String,
+        /// The object's name.
+        object: String,
+        /// The type asked for (kind, `T`, size and alignment).
+        expected: String,
+        /// The type it was created as.
+        found: String,
+    },
+
+    /// A named arena or object was still being created when the bounded wait for it ran out (its
+    /// creator is slow, stopped, or died while creating it).
+    #[error("{what} was still being initialised after {waited:?} (its creator is stopped, or died creating it)")]
+    NotReady {
+        /// Which arena or object.
+        what: String,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
+
     /// A timed wait ran out.
     #[error("timed out")]
     Timeout,
@@ -297,6 +378,10 @@ fn describe_owner(owner: Option<u32>, mode: Option<u32>) -> String {
         (Some(u), Some(m)) => format!(" (owned by uid {u}, mode {m:04o})"),
         _ => String::new(),
     }
+}
+
+fn describe_names(names: &[String]) -> String {
+    if names.is_empty() { "no objects".into() } else { names.join(", ") }
 }
 
 fn describe_task(task: Option<u64>) -> String {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::error::Result;
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox};
 
 /// Anything that can tell workers to stop early: the book's six ways share this trait.
@@ -75,6 +76,25 @@ impl Flag {
     #[inline]
     pub fn clear(&self) {
         self.b.store(0, Ordering::Release);
+    }
+}
+
+impl Sealed for Flag {}
+
+impl NamedObject for Flag {
+    const KIND: ObjectKind = ObjectKind::Flag;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<CachePadded<AtomicU8>>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.b);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a Flag's; its one part is its padded byte (an atomic).
+        Ok(Flag { b: unsafe { r.part::<CachePadded<AtomicU8>>(0)? } })
     }
 }
 

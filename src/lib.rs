@@ -20,6 +20,7 @@
 //! | `Pipe()` → two `Connection`s             | [`Pipe::new`] → two [`Connection`]s: `send`/`recv`, bytes, `poll`; end of file when the peer drops or dies |
 //! | a progress counter per worker            | [`Progress`]                                   |
 //! | `shared_memory.SharedMemory`             | [`Segment`] (anonymous or named), [`Arena`]    |
+//! | objects shared with an unrelated program (`SharedMemory(name=…)`, a `Manager`) | [`NamedArena`]: create by name, [`NamedArena::add`] objects; another program opens it and [`NamedArena::get`]s them by name and type |
 //!
 //! # Example: a Pool whose tasks share an early-exit flag
 //! ```
@@ -114,6 +115,29 @@
 //! let _ok = lock.lock()?; // the lock works again
 //! # Ok::<(), mproc::Error>(())
 //! ```
+//!
+//! # Example: share a queue and a counter with an unrelated program, by name
+//! ```
+//! use mproc::{NamedArena, Queue, Value};
+//!
+//! let name = format!("mproc-crate-doc-{}", std::process::id());
+//! // The server creates the arena and its objects (mode 0600, removed when it drops them or dies):
+//! let arena = NamedArena::create(&name, 1 << 16)?;
+//! let jobs = arena.add("jobs", |a| Queue::<u64>::new_in(a, 128, 16))?;
+//! let served = arena.add("served", |a| Value::new_in(a, 0u64))?;
+//!
+//! // A client started separately knows only the names (here it runs in the same process):
+//! let client = NamedArena::open(&name)?;
+//! client.get::<Queue<u64>>("jobs")?.put(7)?;
+//! *client.get::<Value<u64>>("served")?.lock()? += 1;
+//!
+//! assert_eq!(jobs.get()?, 7);
+//! assert_eq!(served.get()?, 1);
+//! // The wrong type is an error, never undefined behaviour:
+//! assert!(client.get::<Value<u32>>("served").is_err());
+//! # Ok::<(), mproc::Error>(())
+//! ```
+//! `examples/ipc_unrelated.rs` runs the same conversation between two programs.
 //!
 //! # Example: measure contention
 //! Every [`Lock`] counts acquisitions, contended acquisitions and wait time, in shared memory:
@@ -211,7 +235,7 @@ pub use pool::{AsyncResult, DEFAULT_MAX_MESSAGE_BYTES, OnWorkerDeath, Pool, Pool
 pub use process::{ChildResult, ExitStatus, ForkPolicy, Process, ProcessBuilder, set_fork_policy};
 pub use progress::Progress;
 pub use queue::{Connection, DEFAULT_MAX_ITEM_BYTES, JoinableQueue, Pipe, PutError, Queue, SimpleQueue};
-pub use shm::{Arena, GuardedFile, Plain, Segment, ShmBox, ShmSafe};
+pub use shm::{Arena, GuardedFile, NamedArena, NamedObject, ObjectInfo, ObjectKind, Plain, Segment, ShmBox, ShmSafe};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Lock, LockError, LockGuard, LockStats, RLock, RLockGuard, Semaphore,
     WaitHistogram,

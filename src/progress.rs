@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use crate::error::{Error, Result};
-use crate::shm::ShmBox;
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
+use crate::shm::{Arena, ShmBox};
 
 /// Per-worker progress counters in shared memory: each process bumps its own cache-padded slot
 /// (so bumps never contend: ~1 ns instead of ~20 for one shared counter under contention), and
@@ -36,6 +37,15 @@ impl Progress {
             return Err(Error::InvalidArgument("Progress needs at least 1 slot".into()));
         }
         Ok(Progress { slots: ShmBox::zeroed_slice(slots)? })
+    }
+
+    /// `slots` counters in `arena` (a [`NamedArena`](crate::NamedArena)'s, to watch a job
+    /// from another program).
+    pub fn new_in(arena: &Arena, slots: usize) -> Result<Progress> {
+        if slots == 0 {
+            return Err(Error::InvalidArgument("Progress needs at least 1 slot".into()));
+        }
+        Ok(Progress { slots: arena.alloc_zeroed_slice(slots)? })
     }
 
     /// Number of slots.
@@ -78,5 +88,29 @@ impl Clone for Progress {
 impl fmt::Debug for Progress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Progress").field("total", &self.total()).field("slots", &self.slots()).finish()
+    }
+}
+
+impl Sealed for Progress {}
+
+impl NamedObject for Progress {
+    const KIND: ObjectKind = ObjectKind::Progress;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<CachePadded<AtomicU64>>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.slots);
+        parts.value(self.slots.len() as u64);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        if r.value(1) == 0 {
+            // `add` picks a slot modulo their number.
+            return Err(r.corrupt("no progress slots"));
+        }
+        // SAFETY: the entry is a Progress's: its padded counters (atomics), then their number.
+        Ok(Progress { slots: unsafe { r.slice::<CachePadded<AtomicU64>>(0, r.value(1))? } })
     }
 }

@@ -7,6 +7,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::*;
 
 use crate::error::Result;
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, Plain, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
 
@@ -313,6 +314,46 @@ impl<T: Plain> Value<T> {
     pub fn set(&self, v: T) -> Result<()> {
         *self.lock()? = v;
         Ok(())
+    }
+}
+
+impl<T: AtomicValue> Sealed for RawValue<T> {}
+
+impl<T: AtomicValue> NamedObject for RawValue<T> {
+    const KIND: ObjectKind = ObjectKind::RawValue;
+    fn elem() -> TypeIdent {
+        TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<T::Atomic>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.a);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a RawValue<T>'s; its one part is T's atomic (any bits valid).
+        Ok(RawValue { a: unsafe { r.part::<T::Atomic>(0)? } })
+    }
+}
+
+impl<T: Plain> Sealed for Value<T> {}
+
+impl<T: Plain> NamedObject for Value<T> {
+    const KIND: ObjectKind = ObjectKind::Value;
+    fn elem() -> TypeIdent {
+        TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<Slot<T>>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(self.lock.raw_box());
+        parts.part(&self.slot);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a Value<T>'s: its lock, then its slot (a `T: Plain`, valid for
+        // any bits, accessed only under the lock).
+        unsafe { Ok(Value { lock: Lock::rebuild_at(r, 0, false)?, slot: r.part::<Slot<T>>(1)? }) }
     }
 }
 

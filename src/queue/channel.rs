@@ -35,7 +35,8 @@ use serde::de::DeserializeOwned;
 
 use crate::array::RawArray;
 use crate::error::{Error, Result};
-use crate::shm::{ShmBox, ShmSafe};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
+use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 
@@ -286,12 +287,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// mapping reserves `capacity × (max_item_bytes + 8)` bytes of address space; pages are only
     /// touched as slots are used.
     pub fn with_max_item_bytes(capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
+        Queue::build(None, capacity, max_item_bytes)
+    }
+
+    /// A queue of `capacity` items of at most `max_item_bytes` each in `arena` — an anonymous
+    /// [`Arena`], or a [`NamedArena`](crate::NamedArena)'s (whose space is reserved up front:
+    /// keep `capacity × (max_item_bytes + 8)` to what the items need).
+    pub fn new_in(arena: &Arena, capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
+        Queue::build(Some(arena), capacity, max_item_bytes)
+    }
+
+    fn build(arena: Option<&Arena>, capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
         if capacity == 0 || max_item_bytes == 0 {
             return Err(Error::InvalidArgument("a queue needs a capacity and an item size of at least 1".into()));
         }
-        let slot = (max_item_bytes + 8).next_multiple_of(8);
+        let slot = max_item_bytes
+            .checked_add(8)
+            .and_then(|s| s.checked_next_multiple_of(8))
+            .ok_or(Error::SegmentTooLarge { requested: u64::MAX, available: 0 })?;
         let bytes = capacity.checked_mul(slot).ok_or(Error::SegmentTooLarge { requested: u64::MAX, available: 0 })?;
-        let st = ShmBox::new(State {
+        let state = State {
             head: CachePadded::new(AtomicU64::new(0)),
             tail: CachePadded::new(AtomicU64::new(0)),
             not_empty: CachePadded::new(AtomicU32::new(0)),
@@ -303,8 +318,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             all_done: AtomicU32::new(0),
             joiners: AtomicU32::new(0),
             owner_deaths: AtomicU64::new(0),
-        })?;
-        Ok(Queue { lock: Lock::new()?, st, buf: RawArray::zeroed(bytes)?, capacity, slot, _t: PhantomData })
+        };
+        let (lock, st, buf) = match arena {
+            None => (Lock::new()?, ShmBox::new(state)?, RawArray::zeroed(bytes)?),
+            Some(a) => (Lock::new_in(a)?, a.alloc(state)?, RawArray::zeroed_in(a, bytes)?),
+        };
+        Ok(Queue { lock, st, buf, capacity, slot, _t: PhantomData })
     }
 }
 
@@ -349,18 +368,38 @@ impl<T> Queue<T> {
         notify_all(&self.st.not_full, &self.st.putters);
     }
 
+    // Both checks also hold when the indices are impossible (overwritten by something other
+    // than mproc's code): the waiter then takes the lock and reports `Corrupt` instead of
+    // waiting forever for a change that cannot come.
+
     fn has_room(&self) -> bool {
         let st = &*self.st;
         // Head first: the tail read after it can only be larger (both only grow, head ≤ tail).
         let head = st.head.load(Ordering::Acquire);
-        st.closed.load(Ordering::Acquire) != 0
-            || st.tail.load(Ordering::Acquire).saturating_sub(head) < self.capacity as u64
+        let tail = st.tail.load(Ordering::Acquire);
+        // Room unless exactly full; an impossible `head > tail` or `tail − head > capacity` counts
+        // as room (see above).
+        st.closed.load(Ordering::Acquire) != 0 || head > tail || tail - head != self.capacity as u64
     }
 
     fn has_item(&self) -> bool {
         let st = &*self.st;
         let head = st.head.load(Ordering::Acquire);
-        st.closed.load(Ordering::Acquire) != 0 || st.tail.load(Ordering::Acquire) > head
+        let tail = st.tail.load(Ordering::Acquire);
+        // An item unless empty; an impossible `head > tail` counts as one (see above).
+        st.closed.load(Ordering::Acquire) != 0 || tail != head
+    }
+
+    /// Checks the indices read under the lock: `head ≤ tail ≤ head + capacity` always holds for
+    /// a queue only mproc's code wrote.
+    fn check_indices(&self, head: u64, tail: u64) -> Result<()> {
+        if head > tail || tail - head > self.capacity as u64 {
+            return Err(Error::Corrupt(format!(
+                "queue indices head {head}, tail {tail} are impossible for capacity {}",
+                self.capacity
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -389,6 +428,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 };
                 let st = &*self.st;
                 let (head, tail) = (st.head.load(Ordering::Relaxed), st.tail.load(Ordering::Relaxed));
+                if let Err(e) = self.check_indices(head, tail) {
+                    return Err(PutError::Failed(item, e));
+                }
                 if tail - head < self.capacity as u64 {
                     let off = (tail % self.capacity as u64) as usize * self.slot;
                     // SAFETY: the lock is held, so no other process touches the slot at `tail`
@@ -437,6 +479,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 let _g = take(&self.lock, &self.st)?;
                 let st = &*self.st;
                 let (head, tail) = (st.head.load(Ordering::Relaxed), st.tail.load(Ordering::Acquire));
+                self.check_indices(head, tail)?;
                 if tail > head {
                     let off = (head % self.capacity as u64) as usize * self.slot;
                     // SAFETY: the lock is held and the slot at `head` was published (tail > head,
@@ -556,6 +599,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         Ok(JoinableQueue { q: Queue::new(capacity)? })
     }
 
+    /// A joinable queue in `arena` (see [`Queue::new_in`]).
+    pub fn new_in(arena: &Arena, capacity: usize, max_item_bytes: usize) -> Result<JoinableQueue<T>> {
+        Ok(JoinableQueue { q: Queue::new_in(arena, capacity, max_item_bytes)? })
+    }
+
     /// Marks one item taken with `get` as done. Calling it more often than items were put is
     /// [`Error::Misuse`].
     pub fn task_done(&self) -> Result<()> {
@@ -592,5 +640,104 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         } else {
             Err(Error::Timeout)
         }
+    }
+}
+
+impl<T> Queue<T> {
+    fn describe_parts(&self, parts: &mut Parts) {
+        parts.part(self.lock.raw_box());
+        parts.part(&self.st);
+        parts.part(self.buf.data_box());
+        parts.value(self.buf.len() as u64);
+        parts.value(self.capacity as u64);
+        parts.value(self.slot as u64);
+    }
+
+    /// # Safety
+    /// As for [`NamedObject::rebuild`], for a queue's entry.
+    unsafe fn rebuild_parts(r: &Rebuild<'_>) -> Result<Self> {
+        let (buf_len, capacity, slot) = (r.value(3), r.value(4), r.value(5));
+        // Every slot offset `(i % capacity) × slot + 8 + len` (len ≤ slot − 8) must stay inside
+        // the buffer: capacity × slot must be exactly the buffer's length.
+        if capacity == 0 || slot < 16 || !slot.is_multiple_of(8) || capacity.checked_mul(slot) != Some(buf_len) {
+            return Err(r.corrupt(format!("queue of capacity {capacity}, slots of {slot} bytes, buffer of {buf_len}")));
+        }
+        let capacity = usize::try_from(capacity).map_err(|_| r.corrupt("capacity"))?;
+        let slot = usize::try_from(slot).map_err(|_| r.corrupt("slot size"))?;
+        // SAFETY: per the caller: its lock, its state (atomics only), its buffer of plain bytes
+        // (any bits valid; accessed under the lock, lengths checked on every read).
+        unsafe {
+            Ok(Queue {
+                lock: Lock::rebuild_at(r, 0, false)?,
+                st: r.part::<State>(1)?,
+                buf: RawArray::from_box(r.slice(2, buf_len)?),
+                capacity,
+                slot,
+                _t: PhantomData,
+            })
+        }
+    }
+}
+
+impl<T> Sealed for Queue<T> {}
+
+impl<T> NamedObject for Queue<T> {
+    const KIND: ObjectKind = ObjectKind::Queue;
+    fn elem() -> TypeIdent {
+        TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<State>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        self.describe_parts(parts);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: forwarded.
+        unsafe { Queue::rebuild_parts(r) }
+    }
+}
+
+impl<T> Sealed for JoinableQueue<T> {}
+
+impl<T> NamedObject for JoinableQueue<T> {
+    const KIND: ObjectKind = ObjectKind::JoinableQueue;
+    fn elem() -> TypeIdent {
+        TypeIdent::of::<T>()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<State>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        self.q.describe_parts(parts);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: forwarded.
+        Ok(JoinableQueue { q: unsafe { Queue::rebuild_parts(r)? } })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Impossible indices (written by something other than mproc's code) make even untimed
+    /// operations fail with `Corrupt` instead of waiting for a change that cannot come.
+    #[test]
+    fn impossible_indices_fail_untimed_operations_instead_of_hanging() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let q = Queue::<u64>::with_max_item_bytes(4, 16).unwrap();
+            q.st.head.store(9, Ordering::SeqCst); // taken more than was ever put
+            let a = matches!(q.get(), Err(Error::Corrupt(_)));
+            let b = matches!(q.put(1), Err(PutError::Failed(1, Error::Corrupt(_))));
+            q.st.head.store(0, Ordering::SeqCst);
+            q.st.tail.store(100, Ordering::SeqCst); // more queued than it holds
+            let c = matches!(q.put(2), Err(PutError::Failed(2, Error::Corrupt(_))));
+            let d = matches!(q.get(), Err(Error::Corrupt(_)));
+            let _ = tx.send([a, b, c, d]);
+        });
+        let r = rx.recv_timeout(Duration::from_secs(10)).expect("an untimed operation hung on impossible indices");
+        assert_eq!(r, [true; 4]);
     }
 }

@@ -17,6 +17,9 @@ pub const OBJECT_ALIGN: usize = 128;
 /// process — never overlap. Space is never reused; the segment is unmapped when the arena and
 /// everything allocated from it are dropped.
 ///
+/// A [`NamedArena`](crate::NamedArena) hands its closures an `Arena` over its data area, so the
+/// same `new_in` constructors place objects there for unrelated programs to open by name.
+///
 /// # Example
 /// ```
 /// let arena = mproc::Arena::new(1 << 16)?;
@@ -32,6 +35,10 @@ pub const OBJECT_ALIGN: usize = 128;
 #[derive(Debug, Clone)]
 pub struct Arena {
     map: Arc<Mapping>,
+    /// Byte offset of the bump counter (an `AtomicUsize`) in the mapping.
+    counter: usize,
+    /// First byte objects may be placed at.
+    start: usize,
 }
 
 impl Arena {
@@ -40,18 +47,36 @@ impl Arena {
         let seg = Segment::anonymous(
             len.checked_add(OBJECT_ALIGN).ok_or(Error::SegmentTooLarge { requested: len as u64, available: 0 })?,
         )?;
-        Ok(Arena { map: seg.map })
+        Ok(Arena { map: seg.map, counter: 0, start: OBJECT_ALIGN })
+    }
+
+    /// An arena over part of `map`: objects go from `start` on, the bump counter is the
+    /// `AtomicUsize` at byte `counter` (a named arena's header keeps it).
+    ///
+    /// # Safety
+    /// `counter` is an in-bounds, aligned offset that holds an `AtomicUsize` for as long as `map`
+    /// lives, outside `start..`; `start` is a multiple of [`OBJECT_ALIGN`] inside the mapping; no
+    /// one else hands out the bytes from `start` on.
+    pub(crate) unsafe fn over(map: Arc<Mapping>, counter: usize, start: usize) -> Arena {
+        debug_assert!(counter + std::mem::size_of::<AtomicUsize>() <= start && start <= map.len());
+        Arena { map, counter, start }
     }
 
     fn next(&self) -> &AtomicUsize {
-        // SAFETY: the first OBJECT_ALIGN bytes of the (page-aligned, zeroed) mapping are reserved
-        // for this counter; zero is a valid AtomicUsize.
-        unsafe { &*self.map.ptr().cast::<AtomicUsize>() }
+        // SAFETY: `counter` is reserved for this counter (the first OBJECT_ALIGN bytes of an
+        // anonymous arena's page-aligned, zeroed mapping; a named arena's header field, per
+        // `over`'s contract); zero is a valid AtomicUsize.
+        unsafe { &*self.map.ptr().add(self.counter).cast::<AtomicUsize>() }
     }
 
     /// Bytes still free.
     pub fn remaining(&self) -> usize {
-        self.map.len() - self.next().load(Ordering::Relaxed).max(OBJECT_ALIGN)
+        self.map.len().saturating_sub(self.next().load(Ordering::Relaxed).max(self.start))
+    }
+
+    /// Where the next object would start (before alignment), for a named arena's bookkeeping.
+    pub(crate) fn cursor(&self) -> usize {
+        self.next().load(Ordering::Relaxed).max(self.start)
     }
 
     /// Reserves `layout` bytes, aligned to at least [`OBJECT_ALIGN`]; returns the address.
@@ -60,7 +85,10 @@ impl Arena {
         let size = layout.size().max(1);
         let mut cur = self.next().load(Ordering::Relaxed);
         loop {
-            let start = cur.max(OBJECT_ALIGN).next_multiple_of(align);
+            let start = cur
+                .max(self.start)
+                .checked_next_multiple_of(align)
+                .ok_or(Error::ArenaFull { requested: size, remaining: 0 })?;
             let end = start
                 .checked_add(size)
                 .filter(|&e| e <= self.map.len())

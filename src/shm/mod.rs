@@ -13,15 +13,20 @@
 //!   creator dies without unlinking (SIGKILL), its **guardian** process removes the name (see
 //!   `guardian.rs` for the design); [`Segment::persist`] hands a name on so that it outlives its
 //!   creator.
+//!
+//! A [`NamedArena`] is a named segment with a header and a directory, in which one program
+//! places `Queue`s, `Lock`s, `Value`s, … under names for other programs to open (`named.rs`).
 
 pub(crate) mod arena;
 mod guardian;
+pub(crate) mod named;
 mod safe;
 mod segment;
 mod shmbox;
 
 pub use arena::Arena;
 pub use guardian::GuardedFile;
+pub use named::{NamedArena, NamedObject, ObjectInfo, ObjectKind};
 pub use safe::{Plain, ShmSafe};
 pub use segment::Segment;
 pub(crate) use segment::{Mapping, mapping_serial};

@@ -83,6 +83,66 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// A new named segment called exactly `name` (mode 0600, `O_EXCL`: an existing name is
+    /// [`Error::SegmentExists`]), unlinked by this process's last handle or by its guardian.
+    ///
+    /// Unlike [`Segment::create_named`]'s random names, a chosen name may belong to someone else,
+    /// so it is looked up first and registered with the guardian only if it is free; `O_EXCL`
+    /// then decides a race with another creator, and the loser releases its registration without
+    /// removing anything. (Dying in the microseconds between that registration and the losing
+    /// `shm_open` is the one case in which the guardian could remove another creator's name.)
+    pub(crate) fn create_named_exact(name: &str, len: usize) -> Result<Arc<Mapping>> {
+        let cname = segment_cname(name)?;
+        if len == 0 {
+            return Err(Error::InvalidArgument("a segment needs a length of at least 1 byte".into()));
+        }
+        let len = round_to_page(len)?;
+        match sys::shm_open(&cname) {
+            Ok(_) => return Err(Error::SegmentExists { name: name.trim_start_matches('/').to_owned() }),
+            Err(Error::SegmentNotFound { .. }) => {}
+            // Exists, but not ours to open: still taken.
+            Err(Error::SegmentPermissionDenied { .. }) => {
+                return Err(Error::SegmentExists { name: name.trim_start_matches('/').to_owned() });
+            }
+            Err(e) => return Err(e),
+        }
+        let ticket = guardian::register(Kind::Shm, &cname)?;
+        let fd = match sys::shm_create(&cname, len) {
+            Ok(fd) => fd,
+            Err(e) => {
+                guardian::release(ticket);
+                return Err(e);
+            }
+        };
+        let map = match sys::map_fd(&fd, len, &cname) {
+            Ok(m) => m,
+            Err(e) => {
+                sys::shm_unlink(&cname);
+                guardian::release(ticket);
+                return Err(e);
+            }
+        };
+        let named = Named {
+            name: cname,
+            creator: sys::current_pid(),
+            unlinker: AtomicI32::new(sys::current_pid()),
+            ticket: AtomicU64::new(ticket.into_raw()),
+        };
+        Ok(Arc::new(Mapping { map, name: Some(named), serial: next_serial() }))
+    }
+
+    /// The segment's name without the leading `/` (`None` if anonymous).
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_ref().and_then(|n| n.name.to_str().ok()).map(|n| n.trim_start_matches('/'))
+    }
+
+    /// The pid that created this named segment, if this process did.
+    pub(crate) fn created_here(&self) -> bool {
+        self.name.as_ref().is_some_and(|n| n.creator == sys::current_pid())
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping is ours and every handle into it (ShmBox, Segment) holds this Arc,
@@ -417,7 +477,10 @@ impl Segment {
     }
 
     /// Removes named segments left in `/dev/shm` by mproc processes that no longer exist
-    /// (a creator killed by SIGKILL cannot unlink). Returns the names removed.
+    /// (a creator killed by SIGKILL cannot unlink, and its guardian may have been killed too).
+    /// A segment's creator is the pid in its `mproc-<pid>-…` name, or, for a
+    /// [`NamedArena`](crate::NamedArena) of any name, the creator pid in its header. Returns the
+    /// names removed.
     pub fn cleanup_stale() -> Result<Vec<String>> {
         let mut removed = Vec::new();
         let dir = match std::fs::read_dir("/dev/shm") {
@@ -427,11 +490,11 @@ impl Segment {
         };
         for entry in dir.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
-                .strip_prefix(NAME_PREFIX)
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|p| p.parse::<i32>().ok())
-            else {
+            let Some(pid) = super::named::creator_of(&entry.path()).or_else(|| {
+                name.strip_prefix(NAME_PREFIX)
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|p| p.parse::<i32>().ok())
+            }) else {
                 continue;
             };
             if !sys::pid_alive(pid) {

@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::remaining;
 use crate::sys::{futex_wait, futex_wake_all};
@@ -147,5 +148,24 @@ impl Barrier {
     pub fn reset(&self) {
         self.st.tickets.store(0, Ordering::Relaxed);
         self.st.released.store(0, Ordering::Release);
+    }
+}
+
+impl Sealed for Barrier {}
+
+impl NamedObject for Barrier {
+    const KIND: ObjectKind = ObjectKind::Barrier;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<BarrierState>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.st);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a Barrier's; its one part is its state (atomics: any bits are valid).
+        Ok(Barrier { st: unsafe { r.part::<BarrierState>(0)? } })
     }
 }

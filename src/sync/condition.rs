@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard, remaining};
 use crate::sys::{futex_wait, futex_wake_all, futex_wake_one};
@@ -163,5 +164,25 @@ impl Condition {
         if self.st.waiters.load(Ordering::SeqCst) > 0 {
             futex_wake_all(&self.st.seq);
         }
+    }
+}
+
+impl Sealed for Condition {}
+
+impl NamedObject for Condition {
+    const KIND: ObjectKind = ObjectKind::Condition;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[Lock::SHAPE, shape::<CondState>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(self.lock.raw_box());
+        parts.part(&self.st);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a Condition's: its lock, then its state (atomics only).
+        unsafe { Ok(Condition { lock: Lock::rebuild_at(r, 0, false)?, st: r.part::<CondState>(1)? }) }
     }
 }

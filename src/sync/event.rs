@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::remaining;
 use crate::sys::{futex_wait, futex_wake_all};
@@ -93,5 +94,24 @@ impl Event {
         };
         self.st.waiters.fetch_sub(1, Ordering::SeqCst);
         set
+    }
+}
+
+impl Sealed for Event {}
+
+impl NamedObject for Event {
+    const KIND: ObjectKind = ObjectKind::Event;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<EventState>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.st);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a Event's; its one part is its state (atomics: any bits are valid).
+        Ok(Event { st: unsafe { r.part::<EventState>(0)? } })
     }
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox};
 use crate::sys::{self, LockStatus, RobustMutex};
 
@@ -229,6 +230,24 @@ impl RawLock {
             std::ptr::addr_of_mut!((*p).wait_hist).write([const { AtomicU64::new(0) }; BUCKETS]);
             RobustMutex::init(std::ptr::addr_of_mut!((*p).mutex), recursive)
         }
+    }
+
+    /// The lock an opener of a named arena finds at the offset in parameter `i`; its
+    /// `recursive` byte is checked (0 or 1, and the kind asked for) before any `&RawLock` exists.
+    ///
+    /// # Safety
+    /// The arena's creator initialised a `RawLock` there (see [`Rebuild::part`]).
+    pub(crate) unsafe fn rebuild(r: &Rebuild<'_>, i: usize, recursive: bool) -> Result<ShmBox<RawLock>> {
+        let p = r.range(i, std::mem::size_of::<RawLock>(), std::mem::align_of::<RawLock>())?.cast::<RawLock>();
+        // SAFETY: `p` is in bounds and aligned (checked by `range`); the byte is read through a
+        // raw pointer, so a value other than 0 or 1 is seen as a number, never as a `bool`. It
+        // is written once, before the lock was published.
+        let byte = unsafe { std::ptr::addr_of!((*p).recursive).cast::<u8>().read_volatile() };
+        if byte != u8::from(recursive) {
+            return Err(r.corrupt(format!("its lock's kind byte is {byte}, expected {}", u8::from(recursive))));
+        }
+        // SAFETY: in bounds, aligned, initialised by the creator per the caller's contract.
+        Ok(unsafe { ShmBox::from_raw(p, r.map.clone()) })
     }
 
     pub(crate) fn new_box(arena: Option<&Arena>, recursive: bool) -> Result<ShmBox<RawLock>> {
@@ -458,6 +477,61 @@ impl Lock {
     /// Sets the figures back to zero (do it while no process is using the lock).
     pub fn reset_stats(&self) {
         self.raw.reset_stats()
+    }
+}
+
+impl Lock {
+    /// Size and alignment of the shared part, for a named arena's layout fingerprints.
+    pub(crate) const SHAPE: (usize, usize) = shape::<RawLock>();
+
+    /// The shared part, for a named arena's directory.
+    pub(crate) fn raw_box(&self) -> &ShmBox<RawLock> {
+        &self.raw
+    }
+
+    /// # Safety
+    /// As for [`RawLock::rebuild`].
+    pub(crate) unsafe fn rebuild_at(r: &Rebuild<'_>, i: usize, recursive: bool) -> Result<Lock> {
+        // SAFETY: forwarded.
+        Ok(Lock { raw: unsafe { RawLock::rebuild(r, i, recursive)? } })
+    }
+}
+
+impl Sealed for Lock {}
+
+impl NamedObject for Lock {
+    const KIND: ObjectKind = ObjectKind::Lock;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<RawLock>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.raw);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: forwarded (the entry is a Lock's, whose one part is its RawLock).
+        unsafe { Lock::rebuild_at(r, 0, false) }
+    }
+}
+
+impl Sealed for RLock {}
+
+impl NamedObject for RLock {
+    const KIND: ObjectKind = ObjectKind::RLock;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<RawLock>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.raw);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: forwarded (the entry is an RLock's, whose one part is its RawLock).
+        Ok(RLock { raw: unsafe { RawLock::rebuild(r, 0, true)? } })
     }
 }
 

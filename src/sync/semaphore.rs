@@ -2,6 +2,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, ShmBox, ShmSafe};
 use crate::sync::remaining;
 use crate::sys::{FutexWait, futex_wait, futex_wake_one};
@@ -183,5 +184,45 @@ impl BoundedSemaphore {
     /// Returns a permit; [`Error::Misuse`] if that would exceed the initial value.
     pub fn release(&self) -> Result<()> {
         self.sem.release_up_to(self.max, "BoundedSemaphore::release: released more often than acquired")
+    }
+}
+
+impl Sealed for Semaphore {}
+
+impl NamedObject for Semaphore {
+    const KIND: ObjectKind = ObjectKind::Semaphore;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<SemState>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.st);
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        // SAFETY: the entry is a Semaphore's; its one part is its state (atomics: any bits are valid).
+        Ok(Semaphore { st: unsafe { r.part::<SemState>(0)? } })
+    }
+}
+
+impl Sealed for BoundedSemaphore {}
+
+impl NamedObject for BoundedSemaphore {
+    const KIND: ObjectKind = ObjectKind::BoundedSemaphore;
+    fn elem() -> TypeIdent {
+        TypeIdent::none()
+    }
+    fn layout() -> u64 {
+        layout_hash(&[shape::<SemState>()])
+    }
+    fn describe(&self, parts: &mut Parts) {
+        parts.part(&self.sem.st);
+        parts.value(u64::from(self.max));
+    }
+    unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
+        let max = u32::try_from(r.value(1)).map_err(|_| r.corrupt(format!("bound {}", r.value(1))))?;
+        // SAFETY: the entry is a BoundedSemaphore's; its part is its state (atomics only).
+        Ok(BoundedSemaphore { sem: Semaphore { st: unsafe { r.part::<SemState>(0)? } }, max })
     }
 }

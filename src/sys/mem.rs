@@ -73,6 +73,7 @@ fn segment_error(name: &CStr, call: &'static str, e: io::Error) -> Error {
     let shown = display_name(name);
     match e.raw_os_error() {
         Some(libc::ENOENT) => Error::SegmentNotFound { name: shown },
+        Some(libc::EEXIST) => Error::SegmentExists { name: shown },
         Some(libc::EACCES) | Some(libc::EPERM) => {
             // Who owns it, so the message can say why this process may not open it.
             let mut path = Vec::with_capacity(9 + shown.len());
