@@ -156,3 +156,71 @@ fn bad_input_is_a_one_line_error_with_exit_code_1() {
         }
     });
 }
+
+/// `watch` reads a running program's named locks: here this test is that program (a named arena
+/// with two locks hammered by forked workers), and the watcher a separately started `mproc`.
+#[test]
+fn watch_reads_what_a_separately_started_program_counted_on_its_named_locks() {
+    use mproc::{Lock, NamedArena, Process};
+    common::run("contention_watch", common::SECS(60), || {
+        let name = format!("mproc-watch-test-{}", std::process::id());
+        let arena = NamedArena::create(&name, 1 << 16).unwrap();
+        let a = arena.add("busy", Lock::new_in).unwrap();
+        let b = arena.add("quiet", Lock::new_in).unwrap();
+        let stop = arena.add("stop", mproc::Event::new_in).unwrap();
+        let ops = [mproc::RawValue::new(0u64).unwrap(), mproc::RawValue::new(0u64).unwrap()];
+        let workers: Vec<Process> = (0..2)
+            .map(|w| {
+                let (a, b, stop, ops) = (&a, &b, &stop, &ops);
+                Process::spawn(move || {
+                    let mut i = 0u64;
+                    while !stop.is_set() {
+                        drop(a.lock().unwrap());
+                        if w == 0 && i.is_multiple_of(3) {
+                            drop(b.lock().unwrap());
+                            ops[1].fetch_add(1);
+                        }
+                        i += 1;
+                    }
+                    ops[0].fetch_add(i);
+                })
+                .unwrap()
+            })
+            .collect();
+        // Live: a watcher started while the workers run sees acquisitions go by.
+        let live = std::process::Command::new(env!("CARGO_BIN_EXE_mproc"))
+            .args(["contention", "watch", &name, "--interval", "0.05", "--count", "3", "--json"])
+            .output()
+            .unwrap();
+        stop.set();
+        for mut w in workers {
+            assert!(w.join().unwrap().success());
+        }
+        assert!(live.status.success(), "{}", String::from_utf8_lossy(&live.stderr));
+        let lines: Vec<Value> = String::from_utf8_lossy(&live.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 3 * 2, "three refreshes of the two locks (an Event has none)");
+        assert!(lines.iter().all(|l| l["acquisitions_per_s"].as_f64().unwrap() > 0.0), "live figures move");
+        // After: the totals it reads are exactly what the program did.
+        let out = mproc(&["watch", &name, "--count", "0", "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let read: std::collections::HashMap<String, Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["object"].as_str().unwrap().to_owned(), v))
+            .collect();
+        for (object, lock, want) in [("busy", &a, ops[0].load()), ("quiet", &b, ops[1].load())] {
+            let s = lock.stats();
+            assert_eq!(s.acquisitions, want, "{object}: what the program counted");
+            assert_eq!(read[object]["acquisitions"].as_u64(), Some(want), "{object}: what the watcher read");
+            assert_eq!(read[object]["contended"].as_u64(), Some(s.contended), "{object}");
+        }
+        assert!(read["busy"]["kind"].as_str().unwrap().contains("Lock"));
+        // Not an arena: a one-line error.
+        let bad = mproc(&["watch", "mproc-no-such-arena-here"]);
+        assert_eq!(bad.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&bad.stderr).trim().lines().count(), 1);
+    });
+}

@@ -195,7 +195,7 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
     if let Some(n) = WI::plain_size() {
         // Fixed-size items: skip straight to item `start`.
         input = input.get(n * h.start as usize..).unwrap_or(&[]);
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, |_| WI::decode(&mut input), call);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |_| WI::decode(&mut input), call);
         return;
     }
     let mut skip = h.start;
@@ -203,6 +203,7 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
         ctx,
         run,
         h.start,
+        true,
         |_| {
             while skip > 0 {
                 skip -= 1;
@@ -217,56 +218,80 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
 /// Runs items `start..end` of a chunk, getting item `i` (its index in the chunk) from `item`,
 /// publishing results: one record per chunk (or more, if it outgrows a record).
 ///
-/// One unwind guard covers a run of items, not each item: when item `i` panics (in its
-/// decoding, the task, or the encoding of its result), whatever it left in the record is rolled
-/// back, it is reported as panicked, and a new guard resumes at `i + 1`. The progress marks
-/// (`started`, `current_item`) are stored per item: they are what blames a task for a death.
+/// One unwind guard covers a run of items, not each item: when an item panics (in its decoding,
+/// the task, or the encoding of its result), whatever it left in the record is rolled back, it
+/// is reported as panicked, and a new guard resumes after it. The loop keeps its counters in
+/// registers: after a panic the failing item is found from the record itself (the next index it
+/// would hold). The progress marks (`started`, `current_item`) are stored per item: they are what
+/// blames a task for a death. `fallible`: decoding an item may panic (serde arguments), and then
+/// the items after it cannot be found; false for items computed from their index or copied.
 #[inline]
 fn run_each<Ctx, T, R, WO: Wire<R>>(
     ctx: &Ctx,
     run: &mut ChunkRun<'_, '_>,
     start: u32,
+    fallible: bool,
     mut item: impl FnMut(u32) -> Result<T, String>,
     call: impl Fn(&Ctx, T) -> R,
 ) {
     let h = run.h;
     let shared = run.shared;
     run.out.begin(h.job, h.first + u64::from(start), h.seq, h.end - start);
-    let mut started = shared.started.load(Ordering::Relaxed);
-    let mut i = start;
-    // Whether the panic came from decoding an argument: the items after it cannot be found then.
-    let mut decoding = false;
-    while i < h.end {
+    // Plain results (numbers, `map_plain`) have one size: the record's room is counted once per
+    // run of items, and each result is a store (see `ResultWriter::plain_ok`).
+    let plain = WO::plain_size().filter(|&n| n <= run.out.item_limit());
+    let decoding = std::cell::Cell::new(false);
+    let mut from = start;
+    while from < h.end {
         let out = &mut *run.out;
         let r = catch_unwind(AssertUnwindSafe(|| {
-            while i < h.end {
-                let idx = h.first + u64::from(i);
+            let mut started = shared.started.load(Ordering::Relaxed);
+            let mut room = plain.map_or(0, |n| out.room_for(n));
+            for i in from..h.end {
                 started += 1;
                 shared.started.store(started, Ordering::Relaxed);
-                shared.current_item.store(idx + 1, Ordering::Relaxed);
-                decoding = true;
+                shared.current_item.store(h.first + u64::from(i) + 1, Ordering::Relaxed);
+                if fallible {
+                    decoding.set(true);
+                }
                 let x = item(i);
-                decoding = false;
+                if fallible {
+                    decoding.set(false);
+                }
                 match x {
-                    Err(e) => out.item_err(wire::UNDECODABLE, &e),
+                    Err(e) => {
+                        out.item_err(wire::UNDECODABLE, &e);
+                        room = plain.map_or(0, |n| out.room_for(n));
+                    }
                     Ok(x) => {
                         let v = call(ctx, x);
-                        out.item_ok(|buf| WO::encode(&v, buf));
+                        match plain {
+                            Some(n) => {
+                                if room == 0 {
+                                    out.next_record();
+                                    room = out.room_for(n);
+                                }
+                                room -= 1;
+                                // A plain encoding cannot fail (`Wire::plain_size`'s contract).
+                                out.plain_ok(|buf| drop(WO::encode(&v, buf)));
+                            }
+                            None => out.item_ok(|buf| WO::encode(&v, buf)),
+                        }
                     }
                 }
-                i += 1;
             }
         }));
-        if let Err(p) = r {
-            run.out.rollback();
-            run.out.item_err(wire::PANICKED, &take_panic_message(&*p));
-            i += 1;
-            if decoding {
-                for _ in i..h.end {
-                    run.out.item_err(wire::UNDECODABLE, "after an argument whose decoding panicked");
-                }
-                break;
+        let Err(p) = r else { break };
+        // The item that panicked is the next one the record would have held.
+        let failed = (run.out.next_index() - h.first) as u32;
+        run.out.rollback();
+        run.out.item_err(wire::PANICKED, &take_panic_message(&*p));
+        from = failed + 1;
+        if decoding.get() {
+            for _ in from..h.end {
+                run.out.item_err(wire::UNDECODABLE, "after an argument whose decoding panicked");
             }
+            break;
         }
     }
     shared.current_item.store(0, Ordering::Relaxed);
@@ -327,7 +352,7 @@ impl<Ctx, T: RangeItem, R, WO: Wire<R>> Task<Ctx> for RangeFn<Ctx, T, R, WO> {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
         let first = h.first;
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, |i| Ok(T::at(h.base, first + u64::from(i))), self.0);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |i| Ok(T::at(h.base, first + u64::from(i))), self.0);
     }
 }
 
@@ -348,6 +373,6 @@ impl<Ctx, T: crate::AtomicValue, R, WO: Wire<R>> Task<Ctx> for ArrayFn<Ctx, T, R
             // concurrent atomic stores to the array are not a data race.
             Ok(T::load(unsafe { T::as_atomic(base.add(at)) }, Ordering::Relaxed))
         };
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, item, self.0);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, self.0);
     }
 }

@@ -130,6 +130,40 @@ impl<'a> ResultWriter<'a> {
         self.t0 = (items >= 16 || seq.is_multiple_of(16)).then(Instant::now);
     }
 
+    /// Largest encoded result of one task.
+    pub(crate) fn item_limit(&self) -> usize {
+        self.item_limit
+    }
+
+    /// How many more results of `size` bytes fit in this record: plain results are checked
+    /// once per run of items, not one by one.
+    #[inline]
+    pub(crate) fn room_for(&self, size: usize) -> usize {
+        self.limit.saturating_sub(self.buf.len() + self.exc.len()) / size.max(1)
+    }
+
+    /// Publishes this record (full) and starts the next, for the rest of the chunk.
+    pub(crate) fn next_record(&mut self) {
+        if self.count > 0 {
+            self.publish();
+            self.begin(self.job, self.first + u64::from(self.count), self.seq, u32::MAX);
+        }
+    }
+
+    /// Appends a plain result: `encode` writes its fixed number of bytes, for which the caller
+    /// made room ([`ResultWriter::room_for`]); no per-item size check.
+    #[inline]
+    pub(crate) fn plain_ok(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        encode(&mut self.buf);
+        self.count += 1;
+        self.committed = self.buf.len();
+    }
+
+    /// The task index the next result (or failure) recorded will belong to.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.first + u64::from(self.count)
+    }
+
     /// Drops whatever a result that panicked half-way through its encoding left in the record.
     pub(crate) fn rollback(&mut self) {
         self.buf.truncate(self.committed);

@@ -174,6 +174,16 @@ impl WaitHistogram {
         self.buckets.iter().rposition(|&c| c > 0).map(|k| self.bound(k))
     }
 
+    /// The waits recorded after `earlier` (an older reading of the same lock): what a watcher
+    /// shows for one interval.
+    pub fn since(&self, earlier: &WaitHistogram) -> WaitHistogram {
+        let mut h = *self;
+        for (b, e) in h.buckets.iter_mut().zip(&earlier.buckets) {
+            *b = b.saturating_sub(*e);
+        }
+        h
+    }
+
     /// The non-empty buckets: `(from, to, count)`.
     pub fn buckets(&self) -> impl Iterator<Item = (Duration, Duration, u64)> + '_ {
         self.buckets

@@ -11,6 +11,7 @@
 mod hist;
 mod prims;
 mod sys;
+mod watch;
 
 use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,10 @@ use hist::{Hist, Summary};
 use prims::{Counting, Got, InShm, Primitive};
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    sub: Option<Sub>,
     /// Comma-separated primitives, or `all`: lock, robust, pthread, raw-sync, futex, spin, ticket,
     /// flock, fs2, fcntl, ofd, posix-sem, sysv-sem, atomic, padded.
     #[arg(long, default_value = "all")]
@@ -64,6 +68,13 @@ pub struct Args {
     /// processes) into DIR.
     #[arg(long, value_name = "DIR")]
     svg: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Live figures of a running program's mproc locks (those in its named arena): acquisitions
+    /// per second, contended share, wait time, refreshed like top (`--json` for scripts).
+    Watch(watch::WatchArgs),
 }
 
 /// A primitive: its name on the command line, what it is, and the function that implements it.
@@ -814,6 +825,9 @@ fn print_row(r: &Row) {
 }
 
 pub fn run(a: Args) -> crate::Result<()> {
+    if let Some(Sub::Watch(w)) = a.sub {
+        return watch::run(w);
+    }
     let kinds = Kind::parse_list(&a.primitives)?;
     let counts = parse_counts(&a.processes)?;
     if a.cs_lines > MAX_LINES {
