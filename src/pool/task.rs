@@ -238,15 +238,15 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
     let shared = run.shared;
     run.out.begin(h.job, h.first + u64::from(start), h.seq, h.end - start);
     // Plain results (numbers, `map_plain`) have one size: the record's room is counted once per
-    // run of items, and each result is a store (see `ResultWriter::plain_ok`).
-    let plain = WO::plain_size().filter(|&n| n <= run.out.item_limit());
+    // run of items, and each result is a store (see `ResultWriter::push_plain`).
+    let plain = WO::plain_size().filter(|&n| n <= run.out.item_limit() && n == std::mem::size_of::<R>());
     let decoding = std::cell::Cell::new(false);
     let mut from = start;
     while from < h.end {
         let out = &mut *run.out;
         let r = catch_unwind(AssertUnwindSafe(|| {
             let mut started = shared.started.load(Ordering::Relaxed);
-            let mut room = plain.map_or(0, |n| out.room_for(n));
+            let mut room = plain.map_or(0, |n| out.make_room(n));
             for i in from..h.end {
                 started += 1;
                 shared.started.store(started, Ordering::Relaxed);
@@ -261,7 +261,7 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
                 match x {
                     Err(e) => {
                         out.item_err(wire::UNDECODABLE, &e);
-                        room = plain.map_or(0, |n| out.room_for(n));
+                        room = plain.map_or(0, |n| out.make_room(n));
                     }
                     Ok(x) => {
                         let v = call(ctx, x);
@@ -269,11 +269,13 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
                             Some(n) => {
                                 if room == 0 {
                                     out.next_record();
-                                    room = out.room_for(n);
+                                    room = out.make_room(n);
                                 }
                                 room -= 1;
-                                // A plain encoding cannot fail (`Wire::plain_size`'s contract).
-                                out.plain_ok(|buf| drop(WO::encode(&v, buf)));
+                                // SAFETY: `WO::plain_size()` is `Some(n)` with `n` the size of `R`
+                                // (checked above): by `Wire`'s contract `R` is plain data encoded
+                                // as its own bytes; `make_room(n)` made room for `room + 1` more.
+                                unsafe { out.push_plain(&v) };
                             }
                             None => out.item_ok(|buf| WO::encode(&v, buf)),
                         }

@@ -135,11 +135,13 @@ impl<'a> ResultWriter<'a> {
         self.item_limit
     }
 
-    /// How many more results of `size` bytes fit in this record: plain results are checked
-    /// once per run of items, not one by one.
+    /// How many more results of `size` bytes fit in this record, with room made for them in the
+    /// buffer: plain results are checked once per run of items, not one by one.
     #[inline]
-    pub(crate) fn room_for(&self, size: usize) -> usize {
-        self.limit.saturating_sub(self.buf.len() + self.exc.len()) / size.max(1)
+    pub(crate) fn make_room(&mut self, size: usize) -> usize {
+        let room = self.limit.saturating_sub(self.buf.len() + self.exc.len()) / size.max(1);
+        self.buf.reserve(room * size);
+        room
     }
 
     /// Publishes this record (full) and starts the next, for the rest of the chunk.
@@ -150,13 +152,25 @@ impl<'a> ResultWriter<'a> {
         }
     }
 
-    /// Appends a plain result: `encode` writes its fixed number of bytes, for which the caller
-    /// made room ([`ResultWriter::room_for`]); no per-item size check.
+    /// Appends a plain result: its bytes, copied into room made by [`ResultWriter::make_room`];
+    /// no per-item size or capacity check.
+    ///
+    /// # Safety
+    /// `R` is plain data whose encoding is its own `size_of::<R>()` bytes (a codec whose
+    /// `Wire::plain_size` is `Some`), and `make_room(size_of::<R>())` promised room for this one.
     #[inline]
-    pub(crate) fn plain_ok(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
-        encode(&mut self.buf);
+    pub(crate) unsafe fn push_plain<R>(&mut self, v: &R) {
+        let n = std::mem::size_of::<R>();
+        let len = self.buf.len();
+        debug_assert!(self.buf.capacity() >= len + n);
+        // SAFETY: per the contract, `v` is `n` initialised bytes (plain data, no padding) and the
+        // buffer has capacity for `n` more; the regions cannot overlap (`v` is not in `buf`).
+        unsafe {
+            std::ptr::copy_nonoverlapping((v as *const R).cast::<u8>(), self.buf.as_mut_ptr().add(len), n);
+            self.buf.set_len(len + n);
+        }
         self.count += 1;
-        self.committed = self.buf.len();
+        self.committed = len + n;
     }
 
     /// The task index the next result (or failure) recorded will belong to.

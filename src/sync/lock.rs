@@ -43,6 +43,7 @@ impl<G> LockError<G> {
         }
     }
 
+    #[inline]
     pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
         match self {
             LockError::OwnerDied { pid, guard } => LockError::OwnerDied { pid, guard: f(guard) },
@@ -452,6 +453,7 @@ impl Lock {
         Ok(Lock { raw: RawLock::new_box(Some(arena), false)? })
     }
 
+    #[inline]
     fn guard(&self, r: Result<(), LockError<()>>) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
         let g = || LockGuard { raw: &self.raw, _not_send: PhantomData };
         match r {
@@ -470,6 +472,7 @@ impl Lock {
     }
 
     /// Takes the lock only if it is free now ([`LockError::WouldBlock`] otherwise).
+    #[inline]
     pub fn try_lock(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
         self.guard(self.raw.try_acquire())
     }
@@ -589,6 +592,7 @@ impl RLock {
         Ok(RLock { raw: RawLock::new_box(Some(arena), true)? })
     }
 
+    #[inline]
     fn guard(&self, r: Result<(), LockError<()>>) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
         let g = || RLockGuard { raw: &self.raw, _not_send: PhantomData };
         match r {
