@@ -434,3 +434,44 @@ fn map_array_reads_a_shared_array_in_the_workers_and_refuses_one_they_do_not_hav
         }
     });
 }
+
+/// An argument whose `Deserialize` refuses some values (odd numbers) after reading them.
+#[derive(Debug, Clone, Copy)]
+struct Even(u64);
+
+impl serde::Serialize for Even {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Even {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if v % 2 == 1 {
+            return Err(serde::de::Error::custom(format!("{v} is odd")));
+        }
+        Ok(Even(v))
+    }
+}
+
+#[test]
+fn regression_an_argument_that_fails_to_decode_never_shifts_the_ones_after_it() {
+    common::run("pool_decode_shift", common::SECS(60), || {
+        let pool = Pool::new(2).unwrap();
+        // Laid out as 3 10 2 20 4 40: decoding on from where Even(3) failed would read
+        // (Even(10), 2) and (Even(20), 4) and return wrong answers as successes.
+        let items = vec![(Even(3), 10u64), (Even(2), 20), (Even(4), 40), (Even(6), 60)];
+        let out: Vec<_> = pool.imap(|_, (e, x): (Even, u64)| e.0 + x, items, 3).unwrap().collect();
+        for (i, r) in out.iter().enumerate() {
+            match (i, r) {
+                (0, Err(Error::Decode { what: "argument", task: 0, message })) => {
+                    assert!(message.contains("3 is odd"), "{message}")
+                }
+                (1 | 2, Err(Error::Decode { what: "argument", .. })) => {}
+                (3, Ok(66)) => {} // another chunk, untouched
+                (_, r) => panic!("item {i}: {r:?}"),
+            }
+        }
+    });
+}

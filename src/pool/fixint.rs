@@ -16,6 +16,12 @@
 //! does not know it up front); tuples and structs their fields in order; enum variants a `u32`
 //! index then their content. A `Vec<u8>` is therefore its `u64` length and its bytes, which is
 //! what [`crate::pool::wire::Auto`] copies in one piece.
+//!
+//! Like bincode's and postcard's, the format cannot carry what needs a self-describing one:
+//! `#[serde(flatten)]`, untagged enums, `skip_serializing_if` (the reader does not know a field
+//! was left out) and `deserialize_any`/`deserialize_identifier` are errors or misreads. A
+//! sequence of zero-sized elements whose count was corrupted would be read for that many
+//! elements: the Pool's own records are written by its own processes, never by another program.
 
 use std::fmt;
 
@@ -77,11 +83,13 @@ impl Ser<'_> {
     }
 }
 
-/// Starts a sequence or map: its count, known now or patched by [`Compound::end`].
+/// Starts a sequence or map: its count, patched by [`Compound::end`] with the number of
+/// elements really written (a `Serialize` that announces one length and writes another would
+/// otherwise leave a count that misreads everything after it).
 fn compound<'s, 'a>(ser: &'s mut Ser<'a>, len: Option<usize>) -> Compound<'s, 'a> {
     let at = ser.out.len();
     ser.len(len.unwrap_or(0));
-    Compound { ser, patch: len.is_none().then_some(at), count: 0 }
+    Compound { ser, patch: at, count: 0 }
 }
 
 macro_rules! le {
@@ -230,15 +238,14 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
 /// goes once known.
 pub(crate) struct Compound<'s, 'a> {
     ser: &'s mut Ser<'a>,
-    patch: Option<usize>,
+    patch: usize,
     count: u64,
 }
 
 impl Compound<'_, '_> {
     fn end(self) -> Result<()> {
-        if let Some(at) = self.patch {
-            self.ser.out[at..at + 8].copy_from_slice(&self.count.to_le_bytes());
-        }
+        let at = self.patch;
+        self.ser.out[at..at + 8].copy_from_slice(&self.count.to_le_bytes());
         Ok(())
     }
 }
@@ -469,10 +476,10 @@ impl<'de> de::Deserializer<'de> for &mut De<'_, 'de> {
         v.visit_enum(self)
     }
 
-    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        // Structs are read as sequences and variants by index: no identifier is ever asked for
-        // by a derived impl; a hand-written one gets the index form.
-        self.deserialize_u32(v)
+    fn deserialize_identifier<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
+        // Structs are read as sequences and variants by index: a derived impl never asks for an
+        // identifier, and this format never writes one.
+        Err(Error("the Pool's format has no field or variant names (identifiers)".into()))
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value> {
@@ -503,9 +510,10 @@ impl<'de> de::SeqAccess<'de> for Counted<'_, '_, 'de> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        // serde's collections cap what they reserve from a hint ("cautious"), so a corrupt
-        // count cannot make them allocate without bound.
-        Some(self.left)
+        // Bounded by the bytes left (an element of any type but a zero-sized one takes one at
+        // least), so a corrupt count cannot make a visitor that trusts the hint allocate without
+        // bound; serde's own collections cap it as well ("cautious").
+        Some(self.left.min(self.de.input.len()))
     }
 }
 
@@ -527,7 +535,7 @@ impl<'de> de::MapAccess<'de> for Counted<'_, '_, 'de> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.left)
+        Some(self.left.min(self.de.input.len()))
     }
 }
 

@@ -427,6 +427,7 @@ impl<R: 'static, W: Wire<R> + 'static> Sink for Fill<R, W> {
                     k += 1;
                 }
                 self.set_filled_range(first, k);
+                debug_assert!(broken.is_some() || input.is_empty(), "bytes left after a record's results");
                 let Some(m) = broken else { return 0 };
                 let at = (first + k) as u64;
                 self.errors.push((at, Error::Decode { what: "result", task: at, message: m.clone() }));

@@ -364,7 +364,7 @@ impl<Ctx> Pool<Ctx> {
         let len = array.len();
         let c = self.resolve_chunksize(chunksize, len)?;
         let task = TaskFn::new(ArrayFn::<Ctx, T, R, Auto>::new(f));
-        let source = RangeSource::indices(array.as_ptr() as usize as u64, len as u64);
+        let source = RangeSource::indices(array.as_ptr().expose_provenance() as u64, len as u64);
         let job = Job::new(task, c, Box::new(source), Box::new(Fill::<R, Auto>::new(len)));
         let id = self.submit_job(job, None)?;
         self.run_all::<R, Auto>(id)

@@ -223,8 +223,9 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
 /// is reported as panicked, and a new guard resumes after it. The loop keeps its counters in
 /// registers: after a panic the failing item is found from the record itself (the next index it
 /// would hold). The progress marks (`started`, `current_item`) are stored per item: they are what
-/// blames a task for a death. `fallible`: decoding an item may panic (serde arguments), and then
-/// the items after it cannot be found; false for items computed from their index or copied.
+/// blames a task for a death (`current_item` is set while an item is decoded and run, 0 once its
+/// task returned). `fallible`: decoding an item may fail or panic (serde arguments), and then the
+/// items after it cannot be found; false for items computed from their index or copied.
 #[inline]
 fn run_each<Ctx, T, R, WO: Wire<R>>(
     ctx: &Ctx,
@@ -261,10 +262,21 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
                 match x {
                     Err(e) => {
                         out.item_err(wire::UNDECODABLE, &e);
+                        if fallible {
+                            // Where this argument ends is unknown: the ones after it cannot be
+                            // found (decoding them from here would read the wrong bytes).
+                            for _ in i + 1..h.end {
+                                out.item_err(wire::UNDECODABLE, &format!("after an undecodable argument: {e}"));
+                            }
+                            return;
+                        }
                         room = plain.map_or(0, |n| out.make_room(n));
                     }
                     Ok(x) => {
                         let v = call(ctx, x);
+                        // The task is done: a death from here on (encoding, or waiting for room
+                        // in a full results ring) is not this task's fault.
+                        shared.current_item.store(0, Ordering::Relaxed);
                         match plain {
                             Some(n) => {
                                 if room == 0 {
@@ -366,7 +378,9 @@ fn_wrapper!(ArrayFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
 impl<Ctx, T: crate::AtomicValue, R, WO: Wire<R>> Task<Ctx> for ArrayFn<Ctx, T, R, WO> {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
-        let base = h.base as usize as *mut T;
+        // The parent exposed the array's address (`as_ptr() as usize`) and the worker, its fork,
+        // has the same mapping at the same address: take the pointer back with that provenance.
+        let base = std::ptr::with_exposed_provenance_mut::<T>(h.base as usize);
         let item = |i: u32| {
             let at = (h.first + u64::from(i)) as usize;
             // SAFETY: `Pool::map_array` sent this chunk: `base` is the address of a RawArray whose

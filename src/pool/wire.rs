@@ -232,9 +232,14 @@ unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Serde {
         })
     }
 
+    /// On failure `input` is left where it was (the failed value's bytes are not skipped: the
+    /// caller cannot know where the next value starts).
     #[inline]
     fn decode(input: &mut &[u8]) -> Result<T, String> {
-        fixint::decode(input).map_err(|e| e.0)
+        let mut rest = *input;
+        let v = fixint::decode(&mut rest).map_err(|e| e.0)?;
+        *input = rest;
+        Ok(v)
     }
 }
 

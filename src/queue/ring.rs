@@ -69,10 +69,12 @@ pub(crate) const SPIN: Duration = Duration::from_micros(30);
 /// How long a side spins before it starts yielding its core between bursts of spinning.
 pub(crate) const SPIN_HOT: Duration = Duration::from_micros(2);
 
-/// Spins up to [`SPIN`] until `ready()`; returns whether it became ready. After [`SPIN_HOT`] it
-/// yields the core between bursts: a parent and two workers share two cores, and a side spinning
-/// on the core its peer needs would hold the peer off for the whole spin (measured: `map` at
-/// chunk size 1 ran at half speed in one run of three, by where the scheduler put the processes).
+/// Spins until `ready()` for up to [`SPIN`] of wall time; returns whether it became ready. After
+/// [`SPIN_HOT`] it yields the core between bursts: when processes outnumber cores (a parent and
+/// two workers on two), a side spinning on the core its peer needs holds the peer off for the
+/// whole spin (measured on a 2-core machine: `map` at chunk size 1 ran at half speed in some runs,
+/// by where the scheduler put the processes, and start-up was a third slower). A yield may return
+/// late when another task holds the core, so the bound is on spinning, not on the call.
 pub(crate) fn spin_until(ready: impl Fn() -> bool) -> bool {
     let t0 = Instant::now();
     loop {

@@ -60,7 +60,8 @@ use crate::sys;
 /// The first 8 bytes of every named arena.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mprocARN");
 /// The layout this build writes and reads; a segment with another version is
-/// [`Error::ArenaVersion`].
+/// [`Error::ArenaVersion`]. (Version 1 is the first released one; it already includes the lock's
+/// wait histogram, which landed before any arena was written by a release.)
 pub const LAYOUT_VERSION: u32 = 1;
 const DEFAULT_OBJECTS: usize = 64;
 
@@ -992,11 +993,18 @@ impl NamedArena {
         let arena = &self.inner.arena;
         // Every allocation starts on a fresh OBJECT_ALIGN line, so the object's region does too.
         let lo = arena.cursor().next_multiple_of(OBJECT_ALIGN);
-        let obj = match build(arena) {
-            Ok(o) => o,
-            Err(err) => {
+        // A `build` that panics must not leave the entry half-made (openers would wait on it, and
+        // its name would be taken for good): roll back, then let the panic go on.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(arena)));
+        let obj = match built {
+            Ok(Ok(o)) => o,
+            Ok(Err(err)) => {
                 rollback();
                 return Err(err);
+            }
+            Err(p) => {
+                rollback();
+                std::panic::resume_unwind(p);
             }
         };
         let hi = arena.cursor().max(lo);

@@ -4,10 +4,11 @@
 //!
 //! A contended lock acquisition is timed on every occurrence (its wait feeds the lock's
 //! histogram), and two `clock_gettime` calls cost ~50 ns on this class of VM, a third of a
-//! contended hand-over between two processes; `rdtsc` costs ~10 ns. The counters run at a
-//! fixed rate shared by every core, and the kernel checks the TSC is in sync before using it as
-//! its own clock; [`ns_per_tick`] converts, calibrated once per process by whoever reads the
-//! figures (never on the lock's path).
+//! contended hand-over between two processes; `rdtsc` costs ~10 ns. On x86-64 the TSC is used
+//! only when the CPU declares it invariant (constant rate) **and** the kernel chose it as its own
+//! clock source (it does so only after checking the cores agree); otherwise the monotonic clock.
+//! [`ns_per_tick`] converts, calibrated once per process by whoever reads the figures (never on
+//! the lock's path: the first reading in a process spins 5 ms to calibrate).
 
 use std::sync::OnceLock;
 
@@ -20,7 +21,11 @@ fn counter_is_usable() -> bool {
             // CPUID 0x8000_0007 EDX bit 8: invariant TSC (constant rate in every P- and C-state).
             // Leaf 0x8000_0000 says which extended leaves exist before that one is asked for.
             let max = std::arch::x86_64::__cpuid(0x8000_0000).eax;
-            max >= 0x8000_0007 && std::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
+            let invariant = max >= 0x8000_0007 && std::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0;
+            // The kernel keeps the TSC as its clock only if the cores' counters are in sync.
+            invariant
+                && std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+                    .is_ok_and(|s| s.trim() == "tsc")
         }
         #[cfg(target_arch = "aarch64")]
         {

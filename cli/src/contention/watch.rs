@@ -46,11 +46,13 @@ struct Line {
     /// Over this interval.
     acquisitions_per_s: f64,
     contended_pct: f64,
-    /// Mean wait of this interval's contended acquisitions.
+    /// Mean wait of this interval's waits, timed waits that gave up included (the percentiles
+    /// are of the waits that got the lock).
     wait_ns_mean: Option<f64>,
     wait_ns_p50: Option<u64>,
     wait_ns_p99: Option<u64>,
     wait_ns_max: Option<u64>,
+    /// Timed waits that gave up, in total since the lock was made.
     timeouts: u64,
 }
 
@@ -62,8 +64,11 @@ fn ns(d: Option<Duration>) -> Option<u64> {
 fn line(t: f64, arena: &str, object: &str, kind: &str, before: &LockStats, now: &LockStats, secs: f64) -> Line {
     let acq = now.acquisitions.saturating_sub(before.acquisitions);
     let contended = now.contended.saturating_sub(before.contended);
-    let waited = now.wait.saturating_sub(before.wait);
     let h = now.waits.since(&before.waits);
+    // The histogram holds the waits that got the lock; `wait` and `contended` also count timed
+    // waits that gave up.
+    let waited = now.wait.saturating_sub(before.wait);
+    let won = h.count();
     Line {
         bench: "contention_watch",
         t,
@@ -72,8 +77,8 @@ fn line(t: f64, arena: &str, object: &str, kind: &str, before: &LockStats, now: 
         kind: kind.to_owned(),
         acquisitions: now.acquisitions,
         contended: now.contended,
-        acquisitions_per_s: acq as f64 / secs,
-        contended_pct: if acq == 0 { 0.0 } else { 100.0 * contended as f64 / acq as f64 },
+        acquisitions_per_s: if secs > 0.0 { acq as f64 / secs } else { 0.0 },
+        contended_pct: if acq == 0 { 0.0 } else { 100.0 * won as f64 / acq as f64 },
         wait_ns_mean: (contended > 0).then(|| waited.as_nanos() as f64 / contended as f64),
         wait_ns_p50: ns(h.percentile(0.5)),
         wait_ns_p99: ns(h.percentile(0.99)),
@@ -114,7 +119,8 @@ pub fn run(w: WatchArgs) -> crate::Result<()> {
         }
         if n > 0 || w.count == Some(0) {
             let now = Instant::now();
-            let secs = now.duration_since(last).as_secs_f64().max(1e-9);
+            // `--count 0` prints the totals at once: no interval, no rates.
+            let secs = if n == 0 { 0.0 } else { now.duration_since(last).as_secs_f64().max(1e-9) };
             last = now;
             let t = start.elapsed().as_secs_f64();
             let mut out = std::io::stdout().lock();
