@@ -99,8 +99,11 @@ pub(crate) fn fork_child(
     {
         return Err(Error::MultiThreaded { threads });
     }
-    // Counted, not assumed: only a parent seen with one thread lets the child take locks.
-    let single_threaded = threads == Some(1);
+    // Counted, not assumed: only a parent seen with one thread lets the child take locks — and
+    // not even then if this process is itself the child of a multi-threaded fork: it has one
+    // thread, but a lock another thread of its parent held at that fork (the test harness
+    // printing a result holds stdout's) is held here for good, and flushing would wait forever.
+    let single_threaded = threads == Some(1) && !sys::locks_may_be_held();
     if single_threaded {
         // Otherwise both processes would print what is buffered. With other threads running this
         // is skipped: one of them may hold stdout's lock for as long as it likes (even until after

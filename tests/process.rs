@@ -108,3 +108,30 @@ fn child_dies_with_its_parent() {
         }
     });
 }
+
+#[test]
+fn a_child_of_a_threaded_fork_spawns_although_another_thread_held_stdout() {
+    // Regression: a child forked while another thread of the parent held stdout's lock (the test
+    // harness holds it whenever it prints a result) has one thread, so its own spawn took it for
+    // single-threaded and flushed stdout, waiting forever on a lock whose owner is not in it.
+    common::run("process_stdout_held", common::SECS(30), || {
+        let (held, ready) = std::sync::mpsc::channel();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let lock = std::io::stdout().lock();
+            held.send(()).unwrap();
+            let _ = wait.recv();
+            drop(lock);
+        });
+        ready.recv().unwrap();
+        let mut middle = Process::spawn(|| {
+            let mut g = Process::spawn(|| 7).unwrap();
+            g.join_timeout(Duration::from_secs(10)).unwrap().code().unwrap_or(-1)
+        })
+        .unwrap();
+        let st = middle.join_timeout(Duration::from_secs(10));
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(st.unwrap(), ExitStatus::Exited(7), "the child deadlocked on the inherited stdout lock");
+    });
+}

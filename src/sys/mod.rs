@@ -10,7 +10,9 @@
 //!
 //! 1. **Before the fork, in the parent**: count the threads; flush Rust's stdout buffer if there is
 //!    only this one (otherwise both processes print it — with other threads running, one of them may
-//!    hold stdout's lock indefinitely, so mproc leaves it alone, and the child never flushes the copy);
+//!    hold stdout's lock indefinitely, so mproc leaves it alone, and the child never flushes the copy)
+//!    and this process is not itself descended from a fork of a multi-threaded parent (it has one
+//!    thread then, but a lock it inherited may be held by a thread it does not have);
 //!    allocate every shared object the child needs (segments, result slots).
 //!    Forking a multi-threaded parent copies only the calling thread; any lock another thread held
 //!    (stdout's, a logger's, a user mutex) stays locked forever in the child, and any data another
@@ -32,7 +34,8 @@
 //!    wrapper (`Registered`) knows it belongs to another pid and does not close the number.
 //!    [`exit_now`] flushes stdout first only when the parent was verified single-threaded (rule 1):
 //!    after an opted-in fork of a multi-threaded parent, **mproc takes no lock in the child at all**
-//!    — taking stdout's could block forever.
+//!    — taking stdout's could block forever — and neither does any child that child forks, at any
+//!    depth.
 //!
 //! Anything shared across the fork must live in a `MAP_SHARED` mapping: a private copy-on-write
 //! page written by the child is never seen by the parent.
@@ -56,7 +59,8 @@ pub(crate) use mem::{
 pub use proc::monotonic_ns;
 pub(crate) use proc::{
     Fork, PidFd, WaitOutcome, chdir_root, child_prepare, close_all_fds_except, current_pid, exit_now, fork, kill,
-    on_main_thread, parent_pid, pid_alive, pidfd_open_raw, poll_two, set_user, thread_count, wait_exit, wait_readable,
+    locks_may_be_held, on_main_thread, parent_pid, pid_alive, pidfd_open_raw, poll_two, set_user, thread_count,
+    wait_exit, wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};
 pub(crate) use signal::{EventFd, SigintGuard, ignore_signal, take_sigint};

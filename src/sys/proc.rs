@@ -36,8 +36,17 @@ pub(crate) unsafe fn fork() -> Result<Fork> {
 }
 
 /// Set in a child forked from a parent that was not verified single-threaded (fork rule 2):
-/// another thread may have held stdout's lock at the fork, so the child must not take it.
+/// another thread may have held stdout's lock at the fork, so the child must not take it. Sticky:
+/// such a child has one thread, but the lock it inherited stays held by a thread that no longer
+/// exists, and so does every copy its own children inherit.
 static LOCKS_MAY_BE_HELD: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process descends, through any number of forks, from a parent that was not
+/// verified single-threaded when it forked: a lock may then be held by a thread that does not
+/// exist here, even though this process has only one thread.
+pub(crate) fn locks_may_be_held() -> bool {
+    LOCKS_MAY_BE_HELD.load(Ordering::Relaxed)
+}
 
 /// Ends this process at once with `code`: no destructors, no atexit handlers, no unwinding.
 /// Rust's stdout buffer is flushed first so a child's last lines are not lost — unless this is a
@@ -53,7 +62,8 @@ pub(crate) fn exit_now(code: i32) -> ! {
 }
 
 /// First thing a forked child does (fork rule 2), async-signal-safe throughout: note whether the
-/// parent was verified single-threaded, close mproc's inherited descriptors except `keep_fds`,
+/// parent was verified single-threaded with clean locks (a parent that was not leaves the note
+/// set for good), close mproc's inherited descriptors except `keep_fds`,
 /// die with the parent *process* and leave at once if it already died before that took effect.
 ///
 /// `PR_SET_PDEATHSIG` fires when the parent **thread** that forked the child ends, not when the
@@ -74,7 +84,9 @@ pub(crate) fn child_prepare(
     single_threaded: bool,
     keep_fds: &[i32],
 ) {
-    LOCKS_MAY_BE_HELD.store(!single_threaded, Ordering::Relaxed);
+    if !single_threaded {
+        LOCKS_MAY_BE_HELD.store(true, Ordering::Relaxed);
+    }
     super::fds::close_registered_except(keep_fds);
     if !die_with_parent {
         return;

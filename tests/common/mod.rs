@@ -20,9 +20,10 @@ pub fn run<R>(name: &str, limit: Duration, body: impl FnOnce() -> R) -> R {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     // SAFETY: the harness's other threads are idle while a test body forks: the other tests'
     // threads are blocked on SERIAL (holding nothing), the harness's main thread waits on its
-    // result channel, and the watchdog below sleeps in `recv_timeout`. None holds a lock a child
-    // takes (each test thread has its own output-capture buffer) or is midway through data a
-    // child reads.
+    // result channel or prints a finished test's result (holding stdout's lock, which a child of a
+    // multi-threaded fork, and every child of that child, never takes), and the watchdog below
+    // sleeps in `recv_timeout`. None holds a lock a child takes (each test thread has its own
+    // output-capture buffer) or is midway through data a child reads.
     mproc::set_fork_policy(unsafe { mproc::ForkPolicy::allow_threads() });
     let (done, wait) = mpsc::channel::<()>();
     let label = name.to_owned();
