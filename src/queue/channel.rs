@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 use crate::array::RawArray;
 use crate::error::{Error, Result};
 use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
-use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::shm::{Arena, Plain, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 
@@ -296,7 +296,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn new_in(arena: &Arena, capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
         Queue::build(Some(arena), capacity, max_item_bytes)
     }
+}
 
+impl<T> Queue<T> {
     fn build(arena: Option<&Arena>, capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
         if capacity == 0 || max_item_bytes == 0 {
             return Err(Error::InvalidArgument("a queue needs a capacity and an item size of at least 1".into()));
@@ -325,9 +327,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         Ok(Queue { lock, st, buf, capacity, slot, _t: PhantomData })
     }
-}
 
-impl<T> Queue<T> {
     /// Largest encoded item it takes.
     pub fn max_item_bytes(&self) -> usize {
         self.slot - 8
@@ -403,19 +403,19 @@ impl<T> Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
-    fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
-        let bytes = match postcard::to_allocvec(&item) {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(PutError::Failed(
-                    item,
-                    Error::Encode { what: "queue item", task: 0, message: e.to_string() },
-                ));
-            }
-        };
-        if bytes.len() > self.max_item_bytes() {
-            return Err(PutError::TooLarge { item, size: bytes.len(), limit: self.max_item_bytes() });
+impl<T> Queue<T> {
+    /// The one put protocol of both codecs: `len` bytes that `write` lays into the slot (under
+    /// the lock, before `tail` publishes them).
+    fn put_raw(
+        &self,
+        item: T,
+        len: usize,
+        deadline: Option<Instant>,
+        block: bool,
+        write: impl Fn(&T, *mut u8),
+    ) -> Result<(), PutError<T>> {
+        if len > self.max_item_bytes() {
+            return Err(PutError::TooLarge { item, size: len, limit: self.max_item_bytes() });
         }
         loop {
             if self.is_closed() {
@@ -435,11 +435,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     let off = (tail % self.capacity as u64) as usize * self.slot;
                     // SAFETY: the lock is held, so no other process touches the slot at `tail`
                     // (consumers read only slots before `tail`, producers write only at it);
-                    // `off + 8 + len ≤ capacity × slot`, inside the mapping.
+                    // `off + 8 + len ≤ capacity × slot`, inside the mapping (len was checked
+                    // against the slot above; `write` writes exactly `len` bytes).
                     unsafe {
                         let p = self.buf.as_ptr().add(off);
-                        p.cast::<u64>().write_unaligned(bytes.len() as u64);
-                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(8), bytes.len());
+                        p.cast::<u64>().write_unaligned(len as u64);
+                        write(&item, p.add(8));
                     }
                     // Publish: the one store that makes the item visible (Release orders the copy).
                     st.tail.store(tail + 1, Ordering::Release);
@@ -458,24 +459,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// Waits for room and puts `item` (the item comes back in the error).
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_until(item, None, true)
-    }
-
-    /// Puts `item` only if there is room now.
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_until(item, None, false)
-    }
-
-    /// Waits at most `timeout` for room.
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_until(item, Some(Instant::now() + timeout), true)
-    }
-
-    fn get_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
+    /// The one get protocol of both codecs: `read` gets the slot's bytes (its length checked
+    /// against the slot) under the lock, before `head` frees them.
+    fn get_raw<R>(&self, deadline: Option<Instant>, block: bool, read: impl Fn(&[u8]) -> Result<R>) -> Result<R> {
         loop {
-            let bytes = {
+            {
                 let _g = take(&self.lock, &self.st)?;
                 let st = &*self.st;
                 let (head, tail) = (st.head.load(Ordering::Relaxed), st.tail.load(Ordering::Acquire));
@@ -494,22 +482,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                                 head % self.capacity as u64
                             )));
                         }
-                        std::slice::from_raw_parts(p.add(8), len).to_vec()
+                        std::slice::from_raw_parts(p.add(8), len)
                     };
+                    // A record `read` refuses stays queued: no half-taken state.
+                    let r = read(bytes)?;
                     st.head.store(head + 1, Ordering::Release);
                     drop(_g);
                     notify_one(&st.not_full, &st.putters);
-                    Some(bytes)
-                } else {
-                    None
+                    return Ok(r);
                 }
-            };
-            if let Some(b) = bytes {
-                return postcard::from_bytes(&b).map_err(|e| Error::Decode {
-                    what: "queue item",
-                    task: 0,
-                    message: e.to_string(),
-                });
             }
             if self.is_closed() {
                 return Err(Error::Disconnected);
@@ -521,6 +502,45 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 return Err(Error::Timeout);
             }
         }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
+        let bytes = match postcard::to_allocvec(&item) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(PutError::Failed(
+                    item,
+                    Error::Encode { what: "queue item", task: 0, message: e.to_string() },
+                ));
+            }
+        };
+        self.put_raw(item, bytes.len(), deadline, block, |_, dst| {
+            // SAFETY: `put_raw` hands a slot of at least `bytes.len()` bytes, its own under the lock.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+        })
+    }
+
+    /// Waits for room and puts `item` (the item comes back in the error).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_until(item, None, true)
+    }
+
+    /// Puts `item` only if there is room now.
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_until(item, None, false)
+    }
+
+    /// Waits at most `timeout` for room.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_until(item, Some(Instant::now() + timeout), true)
+    }
+
+    fn get_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
+        // Copied out under the lock, decoded after it: the lock is held for a memcpy only.
+        let b = self.get_raw(deadline, block, |b| Ok(b.to_vec()))?;
+        postcard::from_bytes(&b).map_err(|e| Error::Decode { what: "queue item", task: 0, message: e.to_string() })
     }
 
     /// Waits for an item and takes it. After [`Queue::close`], returns what is left, then
@@ -542,6 +562,100 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// The items as they come, until the queue is closed and drained (or an error).
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         std::iter::from_fn(move || self.get().ok())
+    }
+}
+
+/// The plain-data path: items of a [`Plain`] type cross as their bytes, copied straight into the
+/// slot under the lock and straight out of it, with no encoding, no allocation and no
+/// intermediate buffer.
+///
+/// Why methods of their own (`put_plain`, `get_plain`) rather than a codec picked by type, as the
+/// Pool's `Auto` does: `Auto` can only tell plain types from others among the few it knows
+/// (integers, floats, byte vectors), since Rust has no specialisation; a user's
+/// `#[derive(Pod)]` struct would still go through serde. Here the caller says which path, the
+/// bound is checked at compile time, and `T` needs no serde at all. A queue made with
+/// [`Queue::plain`] has slots of exactly `size_of::<T>()` bytes. Every crash-safety property of
+/// the module docs holds unchanged: the same lock, the same single publishing store.
+///
+/// Keep to one path per queue: `get_plain` refuses (with [`Error::Decode`], the record left
+/// queued) a record that is not `size_of::<T>()` bytes, but `get` on a plain record would try to
+/// read postcard out of raw bytes.
+///
+/// # Example: 4-byte records with no serde
+/// ```
+/// use mproc::{Process, Queue};
+///
+/// let q = Queue::<[u32; 2]>::plain(64)?;
+/// let mut w = Process::spawn(|| -> mproc::Result<()> {
+///     for i in 0..100u32 {
+///         q.put_plain([i, i * i])?;
+///     }
+///     Ok(())
+/// })?;
+/// let sum: u32 = (0..100).map(|_| q.get_plain().map(|[_, sq]| sq)).sum::<mproc::Result<u32>>()?;
+/// assert_eq!(sum, 328_350);
+/// assert!(w.join()?.success());
+/// # Ok::<(), mproc::Error>(())
+/// ```
+impl<T: Plain> Queue<T> {
+    /// A queue of `capacity` plain items, each slot exactly `size_of::<T>()` bytes (plus its
+    /// 8-byte length).
+    pub fn plain(capacity: usize) -> Result<Queue<T>> {
+        Queue::build(None, capacity, size_of::<T>().max(1))
+    }
+
+    /// [`Queue::plain`] in `arena` (an [`Arena`] or a [`NamedArena`](crate::NamedArena)'s).
+    pub fn plain_in(arena: &Arena, capacity: usize) -> Result<Queue<T>> {
+        Queue::build(Some(arena), capacity, size_of::<T>().max(1))
+    }
+
+    fn put_plain_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
+        self.put_raw(item, size_of::<T>(), deadline, block, |item, dst| {
+            // SAFETY: `put_raw` hands a slot of at least `size_of::<T>()` bytes, its own under
+            // the lock; a `Plain` value is its bytes (no padding, no pointers).
+            unsafe { dst.cast::<T>().write_unaligned(*item) }
+        })
+    }
+
+    fn get_plain_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
+        self.get_raw(deadline, block, |b| {
+            bytemuck::try_pod_read_unaligned(b).map_err(|_| Error::Decode {
+                what: "plain queue item",
+                task: 0,
+                message: format!("a record of {} bytes, not the {} of the item type", b.len(), size_of::<T>()),
+            })
+        })
+    }
+
+    /// Waits for room and puts `item` as its bytes (the item comes back in the error).
+    pub fn put_plain(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_plain_until(item, None, true)
+    }
+
+    /// [`Queue::put_plain`] only if there is room now.
+    pub fn try_put_plain(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_plain_until(item, None, false)
+    }
+
+    /// [`Queue::put_plain`], waiting at most `timeout` for room.
+    pub fn put_plain_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_plain_until(item, Some(Instant::now() + timeout), true)
+    }
+
+    /// Waits for an item put with [`Queue::put_plain`] and takes it; after [`Queue::close`],
+    /// returns what is left, then [`Error::Disconnected`].
+    pub fn get_plain(&self) -> Result<T> {
+        self.get_plain_until(None, true)
+    }
+
+    /// [`Queue::get_plain`] if an item is there now ([`Error::WouldBlock`] otherwise).
+    pub fn try_get_plain(&self) -> Result<T> {
+        self.get_plain_until(None, false)
+    }
+
+    /// [`Queue::get_plain`], waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn get_plain_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_plain_until(Some(Instant::now() + timeout), true)
     }
 }
 
