@@ -99,6 +99,19 @@ impl<T> PutError<T> {
     }
 }
 
+impl<T> PutError<T> {
+    /// The same error around another item (or none).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> PutError<U> {
+        match self {
+            PutError::Full(t) => PutError::Full(f(t)),
+            PutError::Closed(t) => PutError::Closed(f(t)),
+            PutError::Timeout(t) => PutError::Timeout(f(t)),
+            PutError::TooLarge { item, size, limit } => PutError::TooLarge { item: f(item), size, limit },
+            PutError::Failed(t, e) => PutError::Failed(f(t), e),
+        }
+    }
+}
+
 impl<T> fmt::Debug for PutError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -406,14 +419,14 @@ impl<T> Queue<T> {
 impl<T> Queue<T> {
     /// The one put protocol of both codecs: `len` bytes that `write` lays into the slot (under
     /// the lock, before `tail` publishes them).
-    fn put_raw(
+    fn put_raw<I>(
         &self,
-        item: T,
+        item: I,
         len: usize,
         deadline: Option<Instant>,
         block: bool,
-        write: impl Fn(&T, *mut u8),
-    ) -> Result<(), PutError<T>> {
+        write: impl Fn(&I, *mut u8),
+    ) -> Result<(), PutError<I>> {
         if len > self.max_item_bytes() {
             return Err(PutError::TooLarge { item, size: len, limit: self.max_item_bytes() });
         }
@@ -461,7 +474,12 @@ impl<T> Queue<T> {
 
     /// The one get protocol of both codecs: `read` gets the slot's bytes (its length checked
     /// against the slot) under the lock, before `head` frees them.
-    fn get_raw<R>(&self, deadline: Option<Instant>, block: bool, read: impl Fn(&[u8]) -> Result<R>) -> Result<R> {
+    fn get_raw<R>(
+        &self,
+        deadline: Option<Instant>,
+        block: bool,
+        mut read: impl FnMut(&[u8]) -> Result<R>,
+    ) -> Result<R> {
         loop {
             {
                 let _g = take(&self.lock, &self.st)?;
@@ -640,6 +658,33 @@ impl<T: Plain> Queue<T> {
     /// [`Queue::put_plain`], waiting at most `timeout` for room.
     pub fn put_plain_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
         self.put_plain_until(item, Some(Instant::now() + timeout), true)
+    }
+
+    /// [`Queue::put_plain`] from a reference, for items too large to move about by value (a
+    /// 1 MiB array in a `Box`): the bytes go from `item` straight into the slot. The error
+    /// carries no item (the caller still has it).
+    pub fn put_plain_ref(&self, item: &T) -> Result<(), PutError<()>> {
+        self.put_raw(item, size_of::<T>(), None, true, |item, dst| {
+            // SAFETY: as in `put_plain_until`.
+            unsafe { std::ptr::copy_nonoverlapping((*item as *const T).cast::<u8>(), dst, size_of::<T>()) }
+        })
+        .map_err(|e| e.map(|_| ()))
+    }
+
+    /// [`Queue::get_plain`] into `out`, straight from the slot (for large items, with
+    /// [`Queue::put_plain_ref`]).
+    pub fn get_plain_into(&self, out: &mut T) -> Result<()> {
+        self.get_raw(None, true, |b| {
+            if b.len() != size_of::<T>() {
+                return Err(Error::Decode {
+                    what: "plain queue item",
+                    task: 0,
+                    message: format!("a record of {} bytes, not the {} of the item type", b.len(), size_of::<T>()),
+                });
+            }
+            bytemuck::bytes_of_mut(out).copy_from_slice(b);
+            Ok(())
+        })
     }
 
     /// Waits for an item put with [`Queue::put_plain`] and takes it; after [`Queue::close`],
