@@ -18,10 +18,12 @@
 //! # Sleeping
 //! A blocked side spins ~30 µs watching `head`/`tail`, then sleeps on its wake-up word (a shared
 //! futex). Lost wake-ups are impossible by the usual handshake: the sleeper bumps the waiter count
-//! and reads the word (SeqCst), re-checks the queue, and sleeps only while the word is unchanged;
-//! the other side publishes, bumps the word, then reads the waiter count (SeqCst) and wakes if it
-//! is non-zero. Either the sleeper sees the new item, or the waker sees the sleeper (and the
-//! futex returns at once because the word moved). A process killed while asleep leaves the waiter
+//! and reads the word (SeqCst), re-checks the queue (SeqCst loads), and sleeps only while the word
+//! is unchanged; the other side publishes (a SeqCst store), then reads the waiter count (SeqCst)
+//! and, only if it is non-zero, bumps the word and wakes. Either the sleeper sees the new item, or
+//! the waker sees the sleeper (and the futex returns at once because the word moved; the proof is
+//! at `notify_one`). With nobody asleep a put or get writes no wake-up word at all. A process
+//! killed while asleep leaves the waiter
 //! count too high, which costs the others a wake-up syscall per operation, never a lost item.
 
 use std::fmt;
@@ -189,6 +191,9 @@ pub struct Queue<T> {
     buf: RawArray<u8>,
     capacity: usize,
     slot: usize,
+    /// A [`JoinableQueue`]'s: only then does a `put` count the item in `unfinished` (one shared
+    /// read-modify-write fewer per item for a plain `Queue`).
+    joinable: bool,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -200,6 +205,7 @@ impl<T> Clone for Queue<T> {
             buf: self.buf.clone(),
             capacity: self.capacity,
             slot: self.slot,
+            joinable: self.joinable,
             _t: PhantomData,
         }
     }
@@ -275,17 +281,27 @@ fn wait_for(word: &AtomicU32, waiters: &AtomicU32, deadline: Option<Instant>, re
     }
 }
 
-/// Bumps `word` and wakes one sleeper on it, if any.
+/// After a SeqCst store that makes a sleeper's condition true: if anyone is counted asleep,
+/// bumps `word` and wakes one. With no sleeper it touches nothing shared but the waiter count's
+/// line (read, not written), which is what keeps a busy queue's hand-off cheap.
+///
+/// No wake-up is lost. The publisher's condition store, its `waiters` load, the sleeper's
+/// `waiters` increment and its re-check of the condition are all SeqCst, in one total order. If
+/// the publisher's load comes first, its store does too, so the sleeper's later re-check sees the
+/// condition and it does not sleep. Otherwise the publisher sees the sleeper and bumps `word`: if
+/// the sleeper read `word` before the bump, its `futex_wait` returns at once (the value moved) or
+/// is woken; if after, its re-check (later in its program than that read) sees the condition.
 fn notify_one(word: &AtomicU32, waiters: &AtomicU32) {
-    word.fetch_add(1, Ordering::SeqCst);
     if waiters.load(Ordering::SeqCst) > 0 {
+        word.fetch_add(1, Ordering::SeqCst);
         futex_wake_one(word);
     }
 }
 
+/// [`notify_one`], waking every sleeper.
 fn notify_all(word: &AtomicU32, waiters: &AtomicU32) {
-    word.fetch_add(1, Ordering::SeqCst);
     if waiters.load(Ordering::SeqCst) > 0 {
+        word.fetch_add(1, Ordering::SeqCst);
         futex_wake_all(word);
     }
 }
@@ -338,7 +354,7 @@ impl<T> Queue<T> {
             None => (Lock::new()?, ShmBox::new(state)?, RawArray::zeroed(bytes)?),
             Some(a) => (Lock::new_in(a)?, a.alloc(state)?, RawArray::zeroed_in(a, bytes)?),
         };
-        Ok(Queue { lock, st, buf, capacity, slot, _t: PhantomData })
+        Ok(Queue { lock, st, buf, capacity, slot, joinable: false, _t: PhantomData })
     }
 
     /// Largest encoded item it takes.
@@ -388,19 +404,20 @@ impl<T> Queue<T> {
     fn has_room(&self) -> bool {
         let st = &*self.st;
         // Head first: the tail read after it can only be larger (both only grow, head ≤ tail).
-        let head = st.head.load(Ordering::Acquire);
-        let tail = st.tail.load(Ordering::Acquire);
+        // SeqCst: a sleeper's re-check takes part in the handshake of `notify_one`.
+        let head = st.head.load(Ordering::SeqCst);
+        let tail = st.tail.load(Ordering::SeqCst);
         // Room unless exactly full; an impossible `head > tail` or `tail − head > capacity` counts
         // as room (see above).
-        st.closed.load(Ordering::Acquire) != 0 || head > tail || tail - head != self.capacity as u64
+        st.closed.load(Ordering::SeqCst) != 0 || head > tail || tail - head != self.capacity as u64
     }
 
     fn has_item(&self) -> bool {
         let st = &*self.st;
-        let head = st.head.load(Ordering::Acquire);
-        let tail = st.tail.load(Ordering::Acquire);
+        let head = st.head.load(Ordering::SeqCst);
+        let tail = st.tail.load(Ordering::SeqCst);
         // An item unless empty; an impossible `head > tail` counts as one (see above).
-        st.closed.load(Ordering::Acquire) != 0 || tail != head
+        st.closed.load(Ordering::SeqCst) != 0 || tail != head
     }
 
     /// Checks the indices read under the lock: `head ≤ tail ≤ head + capacity` always holds for
@@ -455,9 +472,14 @@ impl<T> Queue<T> {
                         p.cast::<u64>().write_unaligned(len as u64);
                         write(&item, p.add(8));
                     }
-                    // Publish: the one store that makes the item visible (Release orders the copy).
-                    st.tail.store(tail + 1, Ordering::Release);
-                    st.unfinished.fetch_add(1, Ordering::AcqRel);
+                    // Publish: the one store that makes the item visible (it orders the copy
+                    // before it; SeqCst for the wake-up handshake, see `notify_one`).
+                    st.tail.store(tail + 1, Ordering::SeqCst);
+                    if self.joinable {
+                        // Still under the lock: no consumer can take the item, and so call
+                        // `task_done` for it, before it is counted.
+                        st.unfinished.fetch_add(1, Ordering::SeqCst);
+                    }
                     drop(_g);
                     notify_one(&st.not_empty, &st.getters);
                     return Ok(());
@@ -504,7 +526,7 @@ impl<T> Queue<T> {
                     };
                     // A record `read` refuses stays queued: no half-taken state.
                     let r = read(bytes)?;
-                    st.head.store(head + 1, Ordering::Release);
+                    st.head.store(head + 1, Ordering::SeqCst);
                     drop(_g);
                     notify_one(&st.not_full, &st.putters);
                     return Ok(r);
@@ -755,12 +777,12 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// A joinable queue of `capacity` items (see [`Queue::new`]).
     pub fn new(capacity: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue { q: Queue::new(capacity)? })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..Queue::new(capacity)? } })
     }
 
     /// A joinable queue in `arena` (see [`Queue::new_in`]).
     pub fn new_in(arena: &Arena, capacity: usize, max_item_bytes: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue { q: Queue::new_in(arena, capacity, max_item_bytes)? })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..Queue::new_in(arena, capacity, max_item_bytes)? } })
     }
 
     /// Marks one item taken with `get` as done. Calling it more often than items were put is
@@ -769,7 +791,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         let st = &*self.q.st;
         let prev = st
             .unfinished
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .map_err(|_| Error::Misuse("task_done() called more times than there were items put".into()))?;
         if prev == 1 {
             notify_all(&st.all_done, &st.joiners);
@@ -785,7 +807,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// Waits until every item put has been marked done.
     pub fn join(&self) -> Result<()> {
         let st = &*self.q.st;
-        wait_for(&st.all_done, &st.joiners, None, || st.unfinished.load(Ordering::Acquire) == 0);
+        wait_for(&st.all_done, &st.joiners, None, || st.unfinished.load(Ordering::SeqCst) == 0);
         Ok(())
     }
 
@@ -793,7 +815,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         let st = &*self.q.st;
         if wait_for(&st.all_done, &st.joiners, Some(Instant::now() + timeout), || {
-            st.unfinished.load(Ordering::Acquire) == 0
+            st.unfinished.load(Ordering::SeqCst) == 0
         }) {
             Ok(())
         } else {
@@ -832,6 +854,7 @@ impl<T> Queue<T> {
                 buf: RawArray::from_box(r.slice(2, buf_len)?),
                 capacity,
                 slot,
+                joinable: false,
                 _t: PhantomData,
             })
         }
@@ -872,7 +895,7 @@ impl<T> NamedObject for JoinableQueue<T> {
     }
     unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
         // SAFETY: forwarded.
-        Ok(JoinableQueue { q: unsafe { Queue::rebuild_parts(r)? } })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..unsafe { Queue::rebuild_parts(r)? } } })
     }
 }
 
