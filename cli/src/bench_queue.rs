@@ -60,6 +60,13 @@ fn count(n: u64, bytes: usize) -> u64 {
     n.min((64 << 20) / bytes.max(1) as u64).max(100)
 }
 
+/// Slots of a throughput run's queue: up to 256, at most 8 MiB of them, so that large items reuse
+/// slots whose pages are mapped already (as a socket's kernel buffer is reused), instead of
+/// timing the first touch of a fresh page per 4 KiB moved.
+fn stream_capacity(bytes: usize) -> usize {
+    ((8 << 20) / (bytes + 16)).clamp(4, 256)
+}
+
 /// Serde payload: a byte vector (postcard: a length, then a copy).
 fn payload(bytes: usize) -> String {
     "x".repeat(bytes)
@@ -88,7 +95,7 @@ fn queue_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
 
 /// `k` producers and `k` consumers, `n` items in all, through one queue; items per second.
 fn queue_stream(bytes: usize, n: u64, k: u64) -> mproc::Result<f64> {
-    let q = Queue::<String>::with_max_item_bytes(256.min(((256 << 20) / (bytes + 16)).max(4)), bytes + 16)?;
+    let q = Queue::<String>::with_max_item_bytes(stream_capacity(bytes), bytes + 16)?;
     let per = n / k;
     let consumers = (0..k)
         .map(|_| {
@@ -163,7 +170,7 @@ fn plain_ping_pong_n<const N: usize>(n: u64) -> mproc::Result<f64> {
 }
 
 fn plain_stream_n<const N: usize>(n: u64, k: u64) -> mproc::Result<f64> {
-    let q = Queue::<Blob<N>>::plain(256.min(((256 << 20) / (N + 16)).max(4)))?;
+    let q = Queue::<Blob<N>>::plain(stream_capacity(N))?;
     let per = n / k;
     let consumers = (0..k)
         .map(|_| {
@@ -244,11 +251,8 @@ fn pairs(n: u64, k: u64, one: impl Fn(u64) -> mproc::Result<()>) -> mproc::Resul
 
 fn pipe_stream(bytes: usize, n: u64, k: u64) -> mproc::Result<f64> {
     pairs(n, k, |n| {
-        let (a, b) = Pipe::builder()
-            .capacity(256.min(((256 << 20) / (bytes + 16)).max(4)))
-            .max_message_bytes(bytes + 16)
-            .duplex(false)
-            .build()?;
+        let (a, b) =
+            Pipe::builder().capacity(stream_capacity(bytes)).max_message_bytes(bytes + 16).duplex(false).build()?;
         let mut consumer = Process::spawn(move || -> mproc::Result<()> {
             for _ in 0..n {
                 std::hint::black_box(a.recv_bytes()?);
