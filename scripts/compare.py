@@ -283,6 +283,55 @@ def contention(mproc, processes, repeat, quick):
                   f"{med(m) / med(rows):>12.1f}x")
 
 
+def queue(mproc, repeat, py_repeat, quick):
+    """`mproc bench queue` (Queue through serde, its plain-data path, Pipe, with a Unix socket pair
+    and ipc-channel measured by the same binary) beside Python's multiprocessing.Queue, Pipe and a
+    Manager queue (benches/python/queue_bench.py), the same sizes in the same run. Each mproc
+    transport's figure has its ratio against every peer: how many times faster mproc is."""
+    sizes = "8,1024,65536" if quick else "8,1024,65536,1048576"
+    ours = lines([mproc, "bench", "queue", "--json", "--sizes", sizes, "--repeat", str(repeat)]
+                 + (["--round-trips", "5000"] if quick else []))
+    py_rows = lines([sys.executable, "benches/python/queue_bench.py", "--sizes", sizes, "--repeat", str(py_repeat)]
+                    + (["--quick"] if quick else []))
+    mine = ("Queue", "Queue plain", "Pipe")
+    peers = [("socketpair", "socket"), ("ipc-channel", "ipc-ch")]
+    py_peers = [("multiprocessing.Queue", "mp.Queue"), ("Pipe", "mp.Pipe"), ("Manager.Queue", "Manager")]
+    at = {(r["bench"], r["transport"], r["bytes"]): r for r in ours}
+    py = {(r["bench"], r["impl"], r["bytes"]): r for r in py_rows}
+    if not ours:
+        print("queue: no figures")
+        return
+    par = ours[0]["parallelism"]
+    py_par = py_rows[0]["parallelism"] if py_rows else float("nan")
+    print(f"\nqueue: forked processes, mproc median of {repeat}, Python of {py_repeat}"
+          f" (parallelism check mproc {par:.2}, python {py_par:.2}); ratio = how many times mproc is faster")
+    num = lambda x, w, d: f"{x:>{w}.{d}f}" if x is not None and x == x else f"{'-':>{w}}"
+    ratio = lambda x: f"{x:>8.1f}x" if x is not None and x == x else f"{'-':>9}"
+    size = lambda b: f"{b >> 20} MiB" if b >= 1 << 20 else (f"{b >> 10} KiB" if b >= 1 << 10 else f"{b} B")
+    every = peers + py_peers
+    for field, label, lower_better, d in (("round_trip_us", "round trip µs", True, 2),
+                                          ("items_per_s", "items/s 1->1", False, 0),
+                                          ("items_per_s_2x2", "items/s 2->2", False, 0)):
+        print(f"{label:<14} {'size':>7} {'mproc':>11}" + "".join(f" {short:>11} {'ratio':>9}" for _, short in every))
+        for b in sorted({r["bytes"] for r in ours if r["bench"] == "queue"}):
+            for t in mine:
+                r = at.get(("queue", t, b))
+                if not r:
+                    continue
+                m = r[field]
+                line = f"{t:<14} {size(b):>7} {num(m, 11, d)}"
+                for name, _ in every:
+                    o = (at if (name, _) in peers else py).get(("queue", name, b), {}).get(field)
+                    q = None
+                    if o and m and o == o and m == m:
+                        q = o / m if lower_better else m / o
+                    line += f" {num(o, 11, d)} {ratio(q)}"
+                print(line)
+    wake = [(t, at.get(("queue_wake", t, 8), {}).get("wake_us")) for t in ("Queue", "Queue plain")]
+    wake += [(n, py.get(("queue_wake", n, 8), {}).get("wake_us")) for n, _ in py_peers]
+    print("blocked get woken by a put (µs, median): " + ", ".join(f"{t} {num(w, 0, 1).strip()}" for t, w in wake))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--mproc", default="target/release/mproc")
@@ -291,7 +340,7 @@ if __name__ == "__main__":
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tasks", type=int, default=None,
                     help="items per map: pool 100,000 (--quick 20,000), pool-kinds 1,000,000 (--quick 100,000)")
-    ap.add_argument("--only", default="counters,pool,pool-kinds,verify,pi,primes,primes-queue,shared-array,contention", help="which tables")
+    ap.add_argument("--only", default="counters,pool,pool-kinds,verify,pi,primes,primes-queue,shared-array,contention,queue", help="which tables")
     ap.add_argument("--quick", action="store_true", help="smaller sizes: the whole comparison in about two minutes")
     ap.add_argument("--baseline", default=None, help="an older mproc binary to measure beside this one (before/after)")
     ap.add_argument("--variants", default="none,less-naive,manager,redis,rawvalue,mmap,mmap-redux")
@@ -301,7 +350,7 @@ if __name__ == "__main__":
         a.repeat, a.count = 1, 500
     pool_tasks = a.tasks or (20_000 if a.quick else 100_000)
     kind_tasks = a.tasks or (100_000 if a.quick else 1_000_000)
-    steps = [t for t in ["counters", "pool", "pool-kinds", "verify", "pi", "primes", "primes-queue", "shared-array", "contention"] if t in only]
+    steps = [t for t in ["counters", "pool", "pool-kinds", "verify", "pi", "primes", "primes-queue", "shared-array", "contention", "queue"] if t in only]
     for i, table in enumerate(steps, 1):
         print(f"\n[{i}/{len(steps)}] {table}: running Python and mproc ...", flush=True)
         if table == "counters":
@@ -329,3 +378,5 @@ if __name__ == "__main__":
             shared_array(a.mproc, a.processes, a.quick)
         elif table == "contention":
             contention(a.mproc, a.processes, a.repeat, a.quick)
+        elif table == "queue":
+            queue(a.mproc, max(a.repeat, 5) if not a.quick else 3, a.repeat, a.quick)

@@ -208,3 +208,98 @@ fn a_joinable_queue_joins_when_every_item_is_done_and_rejects_extra_task_done() 
         assert!(matches!(q.task_done(), Err(Error::Misuse(_))));
     });
 }
+
+/// A plain-data record: its bytes cross, no serde.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+struct Rec {
+    id: u64,
+    check: u64,
+}
+
+// SAFETY: two u64s, repr(C), no padding: every bit pattern is a valid value, and zero is one.
+unsafe impl mproc::bytemuck::Zeroable for Rec {}
+// SAFETY: as above; `Copy`, `'static`, no pointers.
+unsafe impl mproc::bytemuck::Pod for Rec {}
+
+#[test]
+fn plain_path_four_producers_times_250k_items_arrive_exactly_once_and_whole() {
+    common::run("queue_plain_exactly_once", common::SECS(240), || {
+        const P: u64 = 4;
+        const N: u64 = 250_000;
+        let q = Queue::<Rec>::plain(1024).unwrap();
+        assert_eq!(q.max_item_bytes(), 16);
+        let seen = RawArray::<u8>::zeroed((P * N) as usize).unwrap();
+        let per_producer = RawArray::<u64>::zeroed(P as usize).unwrap();
+        let torn = RawArray::<u64>::zeroed(1).unwrap();
+        let producers: Vec<Process> = (0..P)
+            .map(|p| {
+                let q = &q;
+                Process::spawn(move || -> mproc::Result<()> {
+                    for i in 0..N {
+                        let id = p * N + i;
+                        q.put_plain(Rec { id, check: !id })?;
+                    }
+                    Ok(())
+                })
+                .unwrap()
+            })
+            .collect();
+        let consumers: Vec<Process> = (0..4)
+            .map(|_| {
+                Process::spawn(|| -> mproc::Result<()> {
+                    loop {
+                        match q.get_plain() {
+                            Ok(r) if r.check == !r.id && r.id < P * N => {
+                                seen.fetch_add(r.id as usize, 1);
+                                per_producer.fetch_add((r.id / N) as usize, 1);
+                            }
+                            Ok(_) => {
+                                torn.fetch_add(0, 1);
+                            }
+                            Err(Error::Disconnected) => return Ok(()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        for mut p in producers {
+            assert!(p.join().unwrap().success());
+        }
+        q.close();
+        for mut c in consumers {
+            assert!(c.join().unwrap().success());
+        }
+        assert_eq!(torn.load(0), 0, "a torn record");
+        for p in 0..P as usize {
+            assert_eq!(per_producer.load(p), N, "producer {p}");
+        }
+        // SAFETY: every process that wrote the array has been joined.
+        let s = unsafe { seen.as_slice() };
+        assert!(s.iter().all(|&c| c == 1), "an item was lost or duplicated");
+    });
+}
+
+#[test]
+fn plain_path_hands_items_back_and_refuses_a_record_of_the_wrong_size() {
+    common::run("queue_plain_errors", common::SECS(30), || {
+        let q = Queue::<u64>::plain(1).unwrap();
+        q.put_plain(7).unwrap();
+        match q.try_put_plain(8) {
+            Err(PutError::Full(8)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(q.try_get_plain().unwrap(), 7);
+        assert!(matches!(q.get_plain_timeout(Duration::from_millis(20)), Err(Error::Timeout)));
+        // A serde record (1 byte of postcard for 1u64) on the plain path: refused, left queued.
+        q.put(1).unwrap();
+        assert!(matches!(q.try_get_plain(), Err(Error::Decode { .. })));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.try_get().unwrap(), 1);
+        q.close();
+        assert!(matches!(q.put_plain(9), Err(PutError::Closed(9))));
+        assert!(matches!(q.get_plain(), Err(Error::Disconnected)));
+    });
+}

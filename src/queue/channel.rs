@@ -18,10 +18,12 @@
 //! # Sleeping
 //! A blocked side spins ~30 µs watching `head`/`tail`, then sleeps on its wake-up word (a shared
 //! futex). Lost wake-ups are impossible by the usual handshake: the sleeper bumps the waiter count
-//! and reads the word (SeqCst), re-checks the queue, and sleeps only while the word is unchanged;
-//! the other side publishes, bumps the word, then reads the waiter count (SeqCst) and wakes if it
-//! is non-zero. Either the sleeper sees the new item, or the waker sees the sleeper (and the
-//! futex returns at once because the word moved). A process killed while asleep leaves the waiter
+//! and reads the word (SeqCst), re-checks the queue (SeqCst loads), and sleeps only while the word
+//! is unchanged; the other side publishes (a SeqCst store), then reads the waiter count (SeqCst)
+//! and, only if it is non-zero, bumps the word and wakes. Either the sleeper sees the new item, or
+//! the waker sees the sleeper (and the futex returns at once because the word moved; the proof is
+//! at `notify_one`). With nobody asleep a put or get writes no wake-up word at all. A process
+//! killed while asleep leaves the waiter
 //! count too high, which costs the others a wake-up syscall per operation, never a lost item.
 
 use std::fmt;
@@ -36,7 +38,7 @@ use serde::de::DeserializeOwned;
 use crate::array::RawArray;
 use crate::error::{Error, Result};
 use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
-use crate::shm::{Arena, ShmBox, ShmSafe};
+use crate::shm::{Arena, Plain, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
 use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 
@@ -95,6 +97,19 @@ impl<T> PutError<T> {
         match self {
             PutError::Full(t) | PutError::Closed(t) | PutError::Timeout(t) | PutError::Failed(t, _) => t,
             PutError::TooLarge { item, .. } => item,
+        }
+    }
+}
+
+impl<T> PutError<T> {
+    /// The same error around another item (or none).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> PutError<U> {
+        match self {
+            PutError::Full(t) => PutError::Full(f(t)),
+            PutError::Closed(t) => PutError::Closed(f(t)),
+            PutError::Timeout(t) => PutError::Timeout(f(t)),
+            PutError::TooLarge { item, size, limit } => PutError::TooLarge { item: f(item), size, limit },
+            PutError::Failed(t, e) => PutError::Failed(f(t), e),
         }
     }
 }
@@ -176,6 +191,9 @@ pub struct Queue<T> {
     buf: RawArray<u8>,
     capacity: usize,
     slot: usize,
+    /// A [`JoinableQueue`]'s: only then does a `put` count the item in `unfinished` (one shared
+    /// read-modify-write fewer per item for a plain `Queue`).
+    joinable: bool,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -187,6 +205,7 @@ impl<T> Clone for Queue<T> {
             buf: self.buf.clone(),
             capacity: self.capacity,
             slot: self.slot,
+            joinable: self.joinable,
             _t: PhantomData,
         }
     }
@@ -262,17 +281,27 @@ fn wait_for(word: &AtomicU32, waiters: &AtomicU32, deadline: Option<Instant>, re
     }
 }
 
-/// Bumps `word` and wakes one sleeper on it, if any.
+/// After a SeqCst store that makes a sleeper's condition true: if anyone is counted asleep,
+/// bumps `word` and wakes one. With no sleeper it touches nothing shared but the waiter count's
+/// line (read, not written), which is what keeps a busy queue's hand-off cheap.
+///
+/// No wake-up is lost. The publisher's condition store, its `waiters` load, the sleeper's
+/// `waiters` increment and its re-check of the condition are all SeqCst, in one total order. If
+/// the publisher's load comes first, its store does too, so the sleeper's later re-check sees the
+/// condition and it does not sleep. Otherwise the publisher sees the sleeper and bumps `word`: if
+/// the sleeper read `word` before the bump, its `futex_wait` returns at once (the value moved) or
+/// is woken; if after, its re-check (later in its program than that read) sees the condition.
 fn notify_one(word: &AtomicU32, waiters: &AtomicU32) {
-    word.fetch_add(1, Ordering::SeqCst);
     if waiters.load(Ordering::SeqCst) > 0 {
+        word.fetch_add(1, Ordering::SeqCst);
         futex_wake_one(word);
     }
 }
 
+/// [`notify_one`], waking every sleeper.
 fn notify_all(word: &AtomicU32, waiters: &AtomicU32) {
-    word.fetch_add(1, Ordering::SeqCst);
     if waiters.load(Ordering::SeqCst) > 0 {
+        word.fetch_add(1, Ordering::SeqCst);
         futex_wake_all(word);
     }
 }
@@ -296,7 +325,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn new_in(arena: &Arena, capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
         Queue::build(Some(arena), capacity, max_item_bytes)
     }
+}
 
+impl<T> Queue<T> {
     fn build(arena: Option<&Arena>, capacity: usize, max_item_bytes: usize) -> Result<Queue<T>> {
         if capacity == 0 || max_item_bytes == 0 {
             return Err(Error::InvalidArgument("a queue needs a capacity and an item size of at least 1".into()));
@@ -323,11 +354,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             None => (Lock::new()?, ShmBox::new(state)?, RawArray::zeroed(bytes)?),
             Some(a) => (Lock::new_in(a)?, a.alloc(state)?, RawArray::zeroed_in(a, bytes)?),
         };
-        Ok(Queue { lock, st, buf, capacity, slot, _t: PhantomData })
+        Ok(Queue { lock, st, buf, capacity, slot, joinable: false, _t: PhantomData })
     }
-}
 
-impl<T> Queue<T> {
     /// Largest encoded item it takes.
     pub fn max_item_bytes(&self) -> usize {
         self.slot - 8
@@ -375,19 +404,20 @@ impl<T> Queue<T> {
     fn has_room(&self) -> bool {
         let st = &*self.st;
         // Head first: the tail read after it can only be larger (both only grow, head ≤ tail).
-        let head = st.head.load(Ordering::Acquire);
-        let tail = st.tail.load(Ordering::Acquire);
+        // SeqCst: a sleeper's re-check takes part in the handshake of `notify_one`.
+        let head = st.head.load(Ordering::SeqCst);
+        let tail = st.tail.load(Ordering::SeqCst);
         // Room unless exactly full; an impossible `head > tail` or `tail − head > capacity` counts
         // as room (see above).
-        st.closed.load(Ordering::Acquire) != 0 || head > tail || tail - head != self.capacity as u64
+        st.closed.load(Ordering::SeqCst) != 0 || head > tail || tail - head != self.capacity as u64
     }
 
     fn has_item(&self) -> bool {
         let st = &*self.st;
-        let head = st.head.load(Ordering::Acquire);
-        let tail = st.tail.load(Ordering::Acquire);
+        let head = st.head.load(Ordering::SeqCst);
+        let tail = st.tail.load(Ordering::SeqCst);
         // An item unless empty; an impossible `head > tail` counts as one (see above).
-        st.closed.load(Ordering::Acquire) != 0 || tail != head
+        st.closed.load(Ordering::SeqCst) != 0 || tail != head
     }
 
     /// Checks the indices read under the lock: `head ≤ tail ≤ head + capacity` always holds for
@@ -403,19 +433,19 @@ impl<T> Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
-    fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
-        let bytes = match postcard::to_allocvec(&item) {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(PutError::Failed(
-                    item,
-                    Error::Encode { what: "queue item", task: 0, message: e.to_string() },
-                ));
-            }
-        };
-        if bytes.len() > self.max_item_bytes() {
-            return Err(PutError::TooLarge { item, size: bytes.len(), limit: self.max_item_bytes() });
+impl<T> Queue<T> {
+    /// The one put protocol of both codecs: `len` bytes that `write` lays into the slot (under
+    /// the lock, before `tail` publishes them).
+    fn put_raw<I>(
+        &self,
+        item: I,
+        len: usize,
+        deadline: Option<Instant>,
+        block: bool,
+        write: impl Fn(&I, *mut u8),
+    ) -> Result<(), PutError<I>> {
+        if len > self.max_item_bytes() {
+            return Err(PutError::TooLarge { item, size: len, limit: self.max_item_bytes() });
         }
         loop {
             if self.is_closed() {
@@ -435,15 +465,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     let off = (tail % self.capacity as u64) as usize * self.slot;
                     // SAFETY: the lock is held, so no other process touches the slot at `tail`
                     // (consumers read only slots before `tail`, producers write only at it);
-                    // `off + 8 + len ≤ capacity × slot`, inside the mapping.
+                    // `off + 8 + len ≤ capacity × slot`, inside the mapping (len was checked
+                    // against the slot above; `write` writes exactly `len` bytes).
                     unsafe {
                         let p = self.buf.as_ptr().add(off);
-                        p.cast::<u64>().write_unaligned(bytes.len() as u64);
-                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p.add(8), bytes.len());
+                        p.cast::<u64>().write_unaligned(len as u64);
+                        write(&item, p.add(8));
                     }
-                    // Publish: the one store that makes the item visible (Release orders the copy).
-                    st.tail.store(tail + 1, Ordering::Release);
-                    st.unfinished.fetch_add(1, Ordering::AcqRel);
+                    // Publish: the one store that makes the item visible (it orders the copy
+                    // before it; SeqCst for the wake-up handshake, see `notify_one`).
+                    st.tail.store(tail + 1, Ordering::SeqCst);
+                    if self.joinable {
+                        // Still under the lock: no consumer can take the item, and so call
+                        // `task_done` for it, before it is counted.
+                        st.unfinished.fetch_add(1, Ordering::SeqCst);
+                    }
                     drop(_g);
                     notify_one(&st.not_empty, &st.getters);
                     return Ok(());
@@ -458,24 +494,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// Waits for room and puts `item` (the item comes back in the error).
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_until(item, None, true)
-    }
-
-    /// Puts `item` only if there is room now.
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_until(item, None, false)
-    }
-
-    /// Waits at most `timeout` for room.
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_until(item, Some(Instant::now() + timeout), true)
-    }
-
-    fn get_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
+    /// The one get protocol of both codecs: `read` gets the slot's bytes (its length checked
+    /// against the slot) under the lock, before `head` frees them.
+    fn get_raw<R>(
+        &self,
+        deadline: Option<Instant>,
+        block: bool,
+        mut read: impl FnMut(&[u8]) -> Result<R>,
+    ) -> Result<R> {
         loop {
-            let bytes = {
+            {
                 let _g = take(&self.lock, &self.st)?;
                 let st = &*self.st;
                 let (head, tail) = (st.head.load(Ordering::Relaxed), st.tail.load(Ordering::Acquire));
@@ -494,22 +522,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                                 head % self.capacity as u64
                             )));
                         }
-                        std::slice::from_raw_parts(p.add(8), len).to_vec()
+                        std::slice::from_raw_parts(p.add(8), len)
                     };
-                    st.head.store(head + 1, Ordering::Release);
+                    // A record `read` refuses stays queued: no half-taken state.
+                    let r = read(bytes)?;
+                    st.head.store(head + 1, Ordering::SeqCst);
                     drop(_g);
                     notify_one(&st.not_full, &st.putters);
-                    Some(bytes)
-                } else {
-                    None
+                    return Ok(r);
                 }
-            };
-            if let Some(b) = bytes {
-                return postcard::from_bytes(&b).map_err(|e| Error::Decode {
-                    what: "queue item",
-                    task: 0,
-                    message: e.to_string(),
-                });
             }
             if self.is_closed() {
                 return Err(Error::Disconnected);
@@ -521,6 +542,47 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 return Err(Error::Timeout);
             }
         }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
+        let bytes = match postcard::to_allocvec(&item) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(PutError::Failed(
+                    item,
+                    Error::Encode { what: "queue item", task: 0, message: e.to_string() },
+                ));
+            }
+        };
+        self.put_raw(item, bytes.len(), deadline, block, |_, dst| {
+            // SAFETY: `put_raw` hands a slot of at least `bytes.len()` bytes, its own under the lock.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+        })
+    }
+
+    /// Waits for room and puts `item` (the item comes back in the error).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_until(item, None, true)
+    }
+
+    /// Puts `item` only if there is room now.
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_until(item, None, false)
+    }
+
+    /// Waits at most `timeout` for room.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_until(item, Some(Instant::now() + timeout), true)
+    }
+
+    fn get_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
+        // Decoded straight from the slot, under the lock: one copy and one allocation fewer than
+        // copying the bytes out first. A record that does not decode is taken all the same (it
+        // would fail every consumer in turn), and reported.
+        let r = self.get_raw(deadline, block, |b| Ok(postcard::from_bytes::<T>(b)))?;
+        r.map_err(|e| Error::Decode { what: "queue item", task: 0, message: e.to_string() })
     }
 
     /// Waits for an item and takes it. After [`Queue::close`], returns what is left, then
@@ -542,6 +604,127 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// The items as they come, until the queue is closed and drained (or an error).
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         std::iter::from_fn(move || self.get().ok())
+    }
+}
+
+/// The plain-data path: items of a [`Plain`] type cross as their bytes, copied straight into the
+/// slot under the lock and straight out of it, with no encoding, no allocation and no
+/// intermediate buffer.
+///
+/// Why methods of their own (`put_plain`, `get_plain`) rather than a codec picked by type, as the
+/// Pool's `Auto` does: `Auto` can only tell plain types from others among the few it knows
+/// (integers, floats, byte vectors), since Rust has no specialisation; a user's
+/// `#[derive(Pod)]` struct would still go through serde. Here the caller says which path, the
+/// bound is checked at compile time, and `T` needs no serde at all. A queue made with
+/// [`Queue::plain`] has slots of exactly `size_of::<T>()` bytes. Every crash-safety property of
+/// the module docs holds unchanged: the same lock, the same single publishing store.
+///
+/// Keep to one path per queue: `get_plain` refuses (with [`Error::Decode`], the record left
+/// queued) a record that is not `size_of::<T>()` bytes, but `get` on a plain record would try to
+/// read postcard out of raw bytes.
+///
+/// # Example: 4-byte records with no serde
+/// ```
+/// use mproc::{Process, Queue};
+///
+/// let q = Queue::<[u32; 2]>::plain(64)?;
+/// let mut w = Process::spawn(|| -> mproc::Result<()> {
+///     for i in 0..100u32 {
+///         q.put_plain([i, i * i])?;
+///     }
+///     Ok(())
+/// })?;
+/// let sum: u32 = (0..100).map(|_| q.get_plain().map(|[_, sq]| sq)).sum::<mproc::Result<u32>>()?;
+/// assert_eq!(sum, 328_350);
+/// assert!(w.join()?.success());
+/// # Ok::<(), mproc::Error>(())
+/// ```
+impl<T: Plain> Queue<T> {
+    /// A queue of `capacity` plain items, each slot exactly `size_of::<T>()` bytes (plus its
+    /// 8-byte length).
+    pub fn plain(capacity: usize) -> Result<Queue<T>> {
+        Queue::build(None, capacity, size_of::<T>().max(1))
+    }
+
+    /// [`Queue::plain`] in `arena` (an [`Arena`] or a [`NamedArena`](crate::NamedArena)'s).
+    pub fn plain_in(arena: &Arena, capacity: usize) -> Result<Queue<T>> {
+        Queue::build(Some(arena), capacity, size_of::<T>().max(1))
+    }
+
+    fn put_plain_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
+        self.put_raw(item, size_of::<T>(), deadline, block, |item, dst| {
+            // SAFETY: `put_raw` hands a slot of at least `size_of::<T>()` bytes, its own under
+            // the lock; a `Plain` value is its bytes (no padding, no pointers).
+            unsafe { dst.cast::<T>().write_unaligned(*item) }
+        })
+    }
+
+    fn get_plain_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
+        self.get_raw(deadline, block, |b| {
+            bytemuck::try_pod_read_unaligned(b).map_err(|_| Error::Decode {
+                what: "plain queue item",
+                task: 0,
+                message: format!("a record of {} bytes, not the {} of the item type", b.len(), size_of::<T>()),
+            })
+        })
+    }
+
+    /// Waits for room and puts `item` as its bytes (the item comes back in the error).
+    pub fn put_plain(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_plain_until(item, None, true)
+    }
+
+    /// [`Queue::put_plain`] only if there is room now.
+    pub fn try_put_plain(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_plain_until(item, None, false)
+    }
+
+    /// [`Queue::put_plain`], waiting at most `timeout` for room.
+    pub fn put_plain_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.put_plain_until(item, Some(Instant::now() + timeout), true)
+    }
+
+    /// [`Queue::put_plain`] from a reference, for items too large to move about by value (a
+    /// 1 MiB array in a `Box`): the bytes go from `item` straight into the slot. The error
+    /// carries no item (the caller still has it).
+    pub fn put_plain_ref(&self, item: &T) -> Result<(), PutError<()>> {
+        self.put_raw(item, size_of::<T>(), None, true, |item, dst| {
+            // SAFETY: as in `put_plain_until`.
+            unsafe { std::ptr::copy_nonoverlapping((*item as *const T).cast::<u8>(), dst, size_of::<T>()) }
+        })
+        .map_err(|e| e.map(|_| ()))
+    }
+
+    /// [`Queue::get_plain`] into `out`, straight from the slot (for large items, with
+    /// [`Queue::put_plain_ref`]).
+    pub fn get_plain_into(&self, out: &mut T) -> Result<()> {
+        self.get_raw(None, true, |b| {
+            if b.len() != size_of::<T>() {
+                return Err(Error::Decode {
+                    what: "plain queue item",
+                    task: 0,
+                    message: format!("a record of {} bytes, not the {} of the item type", b.len(), size_of::<T>()),
+                });
+            }
+            bytemuck::bytes_of_mut(out).copy_from_slice(b);
+            Ok(())
+        })
+    }
+
+    /// Waits for an item put with [`Queue::put_plain`] and takes it; after [`Queue::close`],
+    /// returns what is left, then [`Error::Disconnected`].
+    pub fn get_plain(&self) -> Result<T> {
+        self.get_plain_until(None, true)
+    }
+
+    /// [`Queue::get_plain`] if an item is there now ([`Error::WouldBlock`] otherwise).
+    pub fn try_get_plain(&self) -> Result<T> {
+        self.get_plain_until(None, false)
+    }
+
+    /// [`Queue::get_plain`], waiting at most `timeout` ([`Error::Timeout`] then).
+    pub fn get_plain_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_plain_until(Some(Instant::now() + timeout), true)
     }
 }
 
@@ -596,12 +779,12 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// A joinable queue of `capacity` items (see [`Queue::new`]).
     pub fn new(capacity: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue { q: Queue::new(capacity)? })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..Queue::new(capacity)? } })
     }
 
     /// A joinable queue in `arena` (see [`Queue::new_in`]).
     pub fn new_in(arena: &Arena, capacity: usize, max_item_bytes: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue { q: Queue::new_in(arena, capacity, max_item_bytes)? })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..Queue::new_in(arena, capacity, max_item_bytes)? } })
     }
 
     /// Marks one item taken with `get` as done. Calling it more often than items were put is
@@ -610,7 +793,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         let st = &*self.q.st;
         let prev = st
             .unfinished
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .map_err(|_| Error::Misuse("task_done() called more times than there were items put".into()))?;
         if prev == 1 {
             notify_all(&st.all_done, &st.joiners);
@@ -626,7 +809,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// Waits until every item put has been marked done.
     pub fn join(&self) -> Result<()> {
         let st = &*self.q.st;
-        wait_for(&st.all_done, &st.joiners, None, || st.unfinished.load(Ordering::Acquire) == 0);
+        wait_for(&st.all_done, &st.joiners, None, || st.unfinished.load(Ordering::SeqCst) == 0);
         Ok(())
     }
 
@@ -634,7 +817,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         let st = &*self.q.st;
         if wait_for(&st.all_done, &st.joiners, Some(Instant::now() + timeout), || {
-            st.unfinished.load(Ordering::Acquire) == 0
+            st.unfinished.load(Ordering::SeqCst) == 0
         }) {
             Ok(())
         } else {
@@ -673,6 +856,7 @@ impl<T> Queue<T> {
                 buf: RawArray::from_box(r.slice(2, buf_len)?),
                 capacity,
                 slot,
+                joinable: false,
                 _t: PhantomData,
             })
         }
@@ -713,7 +897,7 @@ impl<T> NamedObject for JoinableQueue<T> {
     }
     unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
         // SAFETY: forwarded.
-        Ok(JoinableQueue { q: unsafe { Queue::rebuild_parts(r)? } })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..unsafe { Queue::rebuild_parts(r)? } } })
     }
 }
 
