@@ -72,7 +72,28 @@ enum Command {
     Shm(shm::Command),
 }
 
+/// `mproc … | head`: once the reader is gone, printing fails with a broken pipe, which `println!`
+/// turns into a panic. End quietly then, with the exit status a shell gives a process killed by
+/// SIGPIPE. (SIGPIPE itself stays ignored, as Rust sets it: a Manager or Redis socket whose peer
+/// died must be an error to handle, not the end of the process.)
+fn quiet_on_broken_pipe() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        previous(info)
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_broken_pipe();
     let cli = Cli::parse();
     let r = match cli.command {
         Command::Counters(a) => counters::run(a),
