@@ -430,19 +430,7 @@ impl Worker<'_> {
         let tasks = self.keys.tasks();
         let (Some(job), Some(t)) = (field_u64(&e.map, "j"), field_u64(&e.map, "t")) else {
             // Not ours (or damaged): drop it, so that it does not come round for ever.
-            let _: () = conn.pipe(
-                redis::pipe()
-                    .cmd("XACK")
-                    .arg(&tasks)
-                    .arg(GROUP)
-                    .arg(&e.id)
-                    .ignore()
-                    .cmd("XDEL")
-                    .arg(&tasks)
-                    .arg(&e.id)
-                    .ignore(),
-            )?;
-            return Ok(());
+            return drop_entry(conn, &tasks, &e.id);
         };
         let name = field_str(&e.map, "n");
         let results = self.keys.results(job);
@@ -465,19 +453,7 @@ impl Worker<'_> {
                 if !alive {
                     // The job ended (or its caller died): skip its chunks.
                     self.live.remove(&job);
-                    let _: () = conn.pipe(
-                        redis::pipe()
-                            .cmd("XACK")
-                            .arg(&tasks)
-                            .arg(GROUP)
-                            .arg(&e.id)
-                            .ignore()
-                            .cmd("XDEL")
-                            .arg(&tasks)
-                            .arg(&e.id)
-                            .ignore(),
-                    )?;
-                    return Ok(());
+                    return drop_entry(conn, &tasks, &e.id);
                 }
                 if self.live.len() > 1000 {
                     self.live.clear();
@@ -529,4 +505,13 @@ impl Worker<'_> {
         row.tasks.fetch_add(1);
         Ok(())
     }
+}
+
+/// Acknowledges and deletes a task entry that will never be run (not ours, or its job ended),
+/// so that it does not come round again.
+fn drop_entry(conn: &mut Conn, tasks: &str, id: &str) -> Result<()> {
+    let _: () = conn.pipe(
+        redis::pipe().cmd("XACK").arg(tasks).arg(GROUP).arg(id).ignore().cmd("XDEL").arg(tasks).arg(id).ignore(),
+    )?;
+    Ok(())
 }

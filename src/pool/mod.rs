@@ -322,9 +322,17 @@ impl<Ctx> Pool<Ctx> {
         R: Serialize + DeserializeOwned + 'static,
     {
         let len = T::count(range.start, range.end) as usize;
+        self.map_indices(TaskFn::new(RangeFn::<Ctx, T, R, Auto>::new(f)), RangeSource::new(range), len, chunksize)
+    }
+
+    /// The shared body of [`Pool::map_range`] and [`Pool::map_array`]: `len` tasks handed out
+    /// as index ranges, their results filled into one output.
+    fn map_indices<R>(&self, task: TaskFn, source: RangeSource, len: usize, chunksize: Option<usize>) -> Result<Vec<R>>
+    where
+        R: Serialize + DeserializeOwned + 'static,
+    {
         let c = self.resolve_chunksize(chunksize, len)?;
-        let task = TaskFn::new(RangeFn::<Ctx, T, R, Auto>::new(f));
-        let job = Job::new(task, c, Box::new(RangeSource::new(range)), Box::new(Fill::<R, Auto>::new(len)));
+        let job = Job::new(task, c, Box::new(source), Box::new(Fill::<R, Auto>::new(len)));
         let id = self.submit_job(job, None)?;
         self.run_all::<R, Auto>(id)
     }
@@ -362,12 +370,8 @@ impl<Ctx> Pool<Ctx> {
             ));
         }
         let len = array.len();
-        let c = self.resolve_chunksize(chunksize, len)?;
-        let task = TaskFn::new(ArrayFn::<Ctx, T, R, Auto>::new(f));
         let source = RangeSource::indices(array.as_ptr().expose_provenance() as u64, len as u64);
-        let job = Job::new(task, c, Box::new(source), Box::new(Fill::<R, Auto>::new(len)));
-        let id = self.submit_job(job, None)?;
-        self.run_all::<R, Auto>(id)
+        self.map_indices(TaskFn::new(ArrayFn::<Ctx, T, R, Auto>::new(f)), source, len, chunksize)
     }
 
     /// [`Pool::map`] with a per-call value: `arg` is encoded once and sent once to each worker

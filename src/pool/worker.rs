@@ -206,8 +206,7 @@ impl<'a> ResultWriter<'a> {
                 if self.buf.len() + self.exc.len() > self.limit {
                     // The record is full: publish what came before this result, which starts the next.
                     let tail = self.buf.split_off(at);
-                    self.publish();
-                    self.begin(self.job, self.first + u64::from(self.count), self.seq, u32::MAX);
+                    self.next_record();
                     self.buf.extend_from_slice(&tail);
                 }
                 self.count += 1;
@@ -225,8 +224,7 @@ impl<'a> ResultWriter<'a> {
 
     fn exception(&mut self, why: u8, detail: &[u8]) {
         if self.buf.len() + self.exc.len() + 5 + detail.len() > self.limit {
-            self.publish();
-            self.begin(self.job, self.first + u64::from(self.count), self.seq, u32::MAX);
+            self.next_record();
         }
         self.exc.extend_from_slice(&self.count.to_le_bytes());
         self.exc.push(why);

@@ -37,6 +37,7 @@ use serde::de::DeserializeOwned;
 
 use crate::array::RawArray;
 use crate::error::{Error, Result};
+use crate::queue::ring::spin_until;
 use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, Plain, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
@@ -44,11 +45,6 @@ use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 
 /// Default largest encoded item of [`Queue::new`].
 pub const DEFAULT_MAX_ITEM_BYTES: usize = 64 << 10;
-
-/// How long a blocked side spins (yielding the core between bursts) before it sleeps.
-const SPIN: Duration = Duration::from_micros(30);
-/// How long it spins without yielding first.
-const PURE_SPIN: Duration = Duration::from_micros(2);
 
 #[repr(C)]
 struct State {
@@ -235,23 +231,12 @@ fn take<'a>(lock: &'a Lock, st: &State) -> Result<LockGuard<'a>> {
     }
 }
 
-/// Spins for up to [`SPIN`] until `ready`, then sleeps on `word` (with `waiters` counted) until
-/// `ready` or `deadline`. Returns whether `ready` held.
+/// Spins until `ready` as the rings do ([`spin_until`]: a short pure spin, then bursts that
+/// yield the core), then sleeps on `word` (with `waiters` counted) until `ready` or `deadline`.
+/// Returns whether `ready` held.
 fn wait_for(word: &AtomicU32, waiters: &AtomicU32, deadline: Option<Instant>, ready: impl Fn() -> bool) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < SPIN {
-        for _ in 0..32 {
-            if ready() {
-                return true;
-            }
-            std::hint::spin_loop();
-        }
-        // After a short pure spin (a hand-off between two running processes takes well under a
-        // microsecond), give the core away between bursts: with more processes than cores, the
-        // side this one waits for may need it.
-        if t0.elapsed() > PURE_SPIN {
-            std::thread::yield_now();
-        }
+    if spin_until(&ready) {
+        return true;
     }
     loop {
         waiters.fetch_add(1, Ordering::SeqCst);
