@@ -92,7 +92,10 @@ impl<T> std::ops::Deref for InShm<T> {
     }
 }
 
-/// `lock`/`try_lock` of mproc's guard-returning locks, with the probe.
+/// `lock`/`try_lock` of mproc's guard-returning locks, with the probe. Always inlined, as a
+/// caller's own `match lock.lock()` would be: left a call, its moves of the `Result`s cost more
+/// instructions than the lock itself and the `lock` row would measure this harness.
+#[inline(always)]
 fn guarded<'a, G>(
     probe: bool,
     try_lock: impl FnOnce() -> std::result::Result<G, LockError<G>>,
