@@ -416,16 +416,28 @@ struct Outcomes {
     clean: u32,
 }
 
+/// Bytes of a named `Lock`'s region, measured once in an arena of its own.
+fn lock_bytes() -> u64 {
+    static BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let arena = NamedArena::create(&arena_name("lock-size"), 1 << 16).unwrap();
+        let _l = arena.add("l", Lock::new_in).unwrap();
+        arena.objects().unwrap()[0].size
+    })
+}
+
 /// Where a seed writes: `(region, start, len)` in the segment.
 fn target(rng: &mut Rng, queue_off: u64, queue_len: u64, dir_used: u64) -> (&'static str, u64, u64) {
-    // The queue's region starts with its lock (one 128-byte line, left alone: a lock whose own
-    // bytes are overwritten cannot be defended, see the NamedArena docs), then its indices (head
-    // and tail on the next two lines), then the records.
-    let records = queue_off + 1024;
+    // The queue's region starts with its two locks (consumers', producers'; the arena places
+    // each on a multiple of 128 bytes), left alone: a lock whose own bytes are overwritten cannot
+    // be defended, see the NamedArena docs. Then its state block (head and tail first, on lines
+    // of their own), then the records. `one_seed` checks that head and tail are there.
+    let state = queue_off + 2 * lock_bytes().next_multiple_of(128);
+    let records = state + 896;
     match rng.below(4) {
         0 => ("header", 0, 80),
         1 => ("directory", 128, dir_used * 256),
-        2 => ("indices", queue_off + 128, 896),
+        2 => ("indices", state, 896),
         _ => ("records", records, queue_off + queue_len - records),
     }
 }
@@ -444,6 +456,10 @@ fn one_seed(seed: u64, name: &str, out: &mut Outcomes) -> &'static str {
     let info = arena.objects().unwrap();
     let (region, start, len) = target(&mut rng, info[0].offset, info[0].size, info.len() as u64);
     let seg = Segment::open(name).unwrap();
+    // The layout `target` assumes: head and tail where it says the state block starts.
+    let state = (info[0].offset + 2 * lock_bytes().next_multiple_of(128)) as usize;
+    let (head, tail) = (seg.read::<u64>(state).unwrap(), seg.read::<u64>(state + 128).unwrap());
+    assert_eq!(tail - head, q.len() as u64, "seed {seed}: head and tail are not where `target` says");
     // A few random bytes, or a whole random word, or a small number (close to real indices).
     let writes = 1 + rng.below(4);
     for _ in 0..writes {

@@ -1147,7 +1147,8 @@ impl NamedArena {
     }
 
     /// The [`Lock`] of the object `name` — a `Lock`, or the lock inside an `RLock`, `Value`,
-    /// `Array`, `Condition`, `Queue` or `JoinableQueue` — whatever its `T`. For tools that watch
+    /// `Array`, `Condition`, `Queue` or `JoinableQueue` (a queue's consumers' lock; its producers
+    /// take one of their own) — whatever its `T`. For tools that watch
     /// a running program's locks ([`Lock::stats`]): taking it also works, and excludes the
     /// object's own users.
     pub fn lock_of(&self, name: &str) -> Result<Lock> {
