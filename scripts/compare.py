@@ -289,10 +289,11 @@ def queue(mproc, repeat, py_repeat, quick):
     Manager queue (benches/python/queue_bench.py), the same sizes in the same run. Each mproc
     transport's figure has its ratio against every peer: how many times faster mproc is."""
     sizes = "8,1024,65536" if quick else "8,1024,65536,1048576"
-    ours = lines([mproc, "bench", "queue", "--json", "--sizes", sizes, "--repeat", str(repeat)]
+    # Round trips pinned (parent on CPU 0, echo on CPU 1) on both sides: "while both sides spin".
+    ours = lines([mproc, "bench", "queue", "--json", "--pin", "--sizes", sizes, "--repeat", str(repeat)]
                  + (["--round-trips", "5000"] if quick else []))
-    py_rows = lines([sys.executable, "benches/python/queue_bench.py", "--sizes", sizes, "--repeat", str(py_repeat)]
-                    + (["--quick"] if quick else []))
+    py_rows = lines([sys.executable, "benches/python/queue_bench.py", "--pin", "--sizes", sizes,
+                     "--repeat", str(py_repeat)] + (["--quick"] if quick else []))
     mine = ("Queue", "Queue plain", "Pipe")
     peers = [("socketpair", "socket"), ("ipc-channel", "ipc-ch")]
     py_peers = [("multiprocessing.Queue", "mp.Queue"), ("Pipe", "mp.Pipe"), ("Manager.Queue", "Manager")]
@@ -303,7 +304,7 @@ def queue(mproc, repeat, py_repeat, quick):
         return
     par = ours[0]["parallelism"]
     py_par = py_rows[0]["parallelism"] if py_rows else float("nan")
-    print(f"\nqueue: forked processes, mproc median of {repeat}, Python of {py_repeat}"
+    print(f"\nqueue: forked processes, round trips pinned to CPUs 0 and 1, mproc median of {repeat}, Python of {py_repeat}"
           f" (parallelism check mproc {par:.2}, python {py_par:.2}); ratio = how many times mproc is faster")
     num = lambda x, w, d: f"{x:>{w}.{d}f}" if x is not None and x == x else f"{'-':>{w}}"
     ratio = lambda x: f"{x:>8.1f}x" if x is not None and x == x else f"{'-':>9}"

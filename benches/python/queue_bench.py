@@ -17,6 +17,7 @@ moved per figure; a Manager queue a quarter of that); figures are per item and p
 """
 import argparse
 import json
+import os
 import multiprocessing as mp
 import statistics
 import time
@@ -46,7 +47,17 @@ def parallelism():
     return total.value / solo
 
 
+# --pin: the ping-pong's parent on CPU 0 and its echo on CPU 1, as `mproc bench queue --pin`.
+PIN = False
+
+
+def echo_cpu():
+    if PIN:
+        os.sched_setaffinity(0, {1})
+
+
 def echo_q(a, b, n):
+    echo_cpu()
     for _ in range(n):
         b.put(a.get())
 
@@ -62,6 +73,7 @@ def fill_q(q, msg, n):
 
 
 def echo_pipe(c, n):
+    echo_cpu()
     for _ in range(n):
         c.send_bytes(c.recv_bytes())
 
@@ -88,6 +100,16 @@ class Impl:
         return self.manager.Queue() if self.manager else mp.Queue()
 
     def ping_pong(self, size, n):
+        if not PIN:
+            return self.ping_pong_here(size, n)
+        had = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {0})
+        try:
+            return self.ping_pong_here(size, n)
+        finally:
+            os.sched_setaffinity(0, had)
+
+    def ping_pong_here(self, size, n):
         msg = b"x" * size
         if self.name == "Pipe":
             a, b = mp.Pipe()
@@ -157,7 +179,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--impls", default="multiprocessing.Queue,Pipe,Manager.Queue")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--pin", action="store_true", help="ping-pong on CPUs 0 and 1")
     a = ap.parse_args()
+    global PIN
+    PIN = a.pin
     mp.set_start_method("fork")
     if a.quick:
         a.round_trips, a.repeat = 500, 3

@@ -25,6 +25,22 @@ pub struct QueueArgs {
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
+    /// Ping-pong with this process on CPU 0 and its echo on CPU 1, so that both sides spin on a
+    /// core of their own (unpinned, a scheduler that puts both on one core now and then makes the
+    /// round trip bimodal). The throughput runs stay unpinned.
+    #[arg(long)]
+    pin: bool,
+}
+
+/// `--pin` was given (read by the echo processes, which the parent forks pinned to CPU 0).
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// First thing in a ping-pong's echo process: under `--pin`, move from the parent's CPU 0 to 1.
+fn echo_cpu() -> mproc::Result<()> {
+    if PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::contention::sys::pin_to(1)?;
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
@@ -42,6 +58,8 @@ struct Row {
     gb_per_s_2x2: f64,
     /// `wake` rows: put → return of a `get` asleep in the futex, median µs.
     wake_us: f64,
+    /// Round trips run with `--pin`.
+    pinned: bool,
     parallelism: f64,
 }
 
@@ -76,6 +94,7 @@ fn queue_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let max = bytes + 16;
     let (there, back) = (Queue::<String>::with_max_item_bytes(4, max)?, Queue::<String>::with_max_item_bytes(4, max)?);
     let mut echo = Process::spawn(|| -> mproc::Result<()> {
+        echo_cpu()?;
         for _ in 0..n {
             let m = there.get()?;
             back.put(m)?;
@@ -138,6 +157,7 @@ const BY_VALUE: usize = 4096;
 fn plain_ping_pong_n<const N: usize>(n: u64) -> mproc::Result<f64> {
     let (there, back) = (Queue::<Blob<N>>::plain(4)?, Queue::<Blob<N>>::plain(4)?);
     let mut echo = Process::spawn(|| -> mproc::Result<()> {
+        echo_cpu()?;
         let mut m: Box<Blob<N>> = zeroed();
         for _ in 0..n {
             if N <= BY_VALUE {
@@ -272,6 +292,7 @@ fn ipc_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let (there_tx, there_rx) = ipc_channel::ipc::bytes_channel().map_err(mproc::Error::Io)?;
     let (back_tx, back_rx) = ipc_channel::ipc::bytes_channel().map_err(mproc::Error::Io)?;
     let mut echo = Process::spawn(move || -> mproc::Result<()> {
+        echo_cpu()?;
         for _ in 0..n {
             let m = there_rx.recv().map_err(|e| mproc::Error::InvalidArgument(format!("{e:?}")))?;
             back_tx.send(&m).map_err(mproc::Error::Io)?;
@@ -336,6 +357,7 @@ fn wake_latency(plain: bool, samples: usize) -> mproc::Result<f64> {
 fn pipe_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let (a, b) = Pipe::builder().capacity(4).max_message_bytes(bytes + 16).build()?;
     let mut echo = Process::spawn(move || -> mproc::Result<()> {
+        echo_cpu()?;
         for _ in 0..n {
             let m = b.recv_bytes()?;
             b.send_bytes(&m)?;
@@ -356,6 +378,7 @@ fn pipe_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
 fn socket_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let (mut a, mut b) = UnixStream::pair()?;
     let mut echo = Process::spawn(move || -> mproc::Result<()> {
+        echo_cpu()?;
         let mut buf = vec![0u8; bytes];
         for _ in 0..n {
             b.read_exact(&mut buf)?;
@@ -401,8 +424,10 @@ pub fn run(a: QueueArgs) -> crate::Result<()> {
     }
     let sizes = crate::args::positive_list(&a.sizes, "--sizes")?;
     let par = crate::bench::parallelism()?;
+    PIN.store(a.pin, std::sync::atomic::Ordering::Relaxed);
     if !a.json {
-        println!("queue: 1 -> 1 process (2x2: 2 -> 2), median of {} (parallelism check {par:.2})", a.repeat);
+        let pin = if a.pin { ", round trips pinned to CPUs 0 and 1" } else { "" };
+        println!("queue: 1 -> 1 process (2x2: 2 -> 2), median of {}{pin} (parallelism check {par:.2})", a.repeat);
         println!(
             "{:<14} {:>9} {:>14} {:>14} {:>9} {:>14} {:>9}",
             "transport", "bytes", "round trip µs", "items/s", "GB/s", "2x2 items/s", "2x2 GB/s"
@@ -439,7 +464,12 @@ pub fn run(a: QueueArgs) -> crate::Result<()> {
     for &bytes in &sizes {
         let n = count(a.round_trips, bytes);
         for (name, lat, stream) in transports {
-            let rt = median((0..a.repeat).map(|_| lat(bytes, n)).collect::<mproc::Result<_>>()?);
+            let rts = if a.pin {
+                crate::contention::sys::with_cpu(0, || (0..a.repeat).map(|_| lat(bytes, n)).collect())?
+            } else {
+                (0..a.repeat).map(|_| lat(bytes, n)).collect::<mproc::Result<_>>()
+            };
+            let rt = median(rts?);
             let ips = median((0..a.repeat).map(|_| stream(bytes, 4 * n, 1)).collect::<mproc::Result<_>>()?);
             let ips2 = median((0..a.repeat).map(|_| stream(bytes, 4 * n, 2)).collect::<mproc::Result<_>>()?);
             emit(&Row {
@@ -452,6 +482,7 @@ pub fn run(a: QueueArgs) -> crate::Result<()> {
                 items_per_s_2x2: ips2,
                 gb_per_s_2x2: ips2 * bytes as f64 / 1e9,
                 wake_us: f64::NAN,
+                pinned: a.pin,
                 parallelism: par,
             });
         }
@@ -468,6 +499,7 @@ pub fn run(a: QueueArgs) -> crate::Result<()> {
             items_per_s_2x2: f64::NAN,
             gb_per_s_2x2: f64::NAN,
             wake_us: w,
+            pinned: a.pin,
             parallelism: par,
         });
     }

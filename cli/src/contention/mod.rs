@@ -10,7 +10,7 @@
 
 mod hist;
 mod prims;
-mod sys;
+pub(crate) mod sys;
 mod watch;
 
 use std::cell::OnceCell;

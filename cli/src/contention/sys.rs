@@ -271,6 +271,24 @@ pub fn context_switches() -> u64 {
     (ru.ru_nvcsw + ru.ru_nivcsw) as u64
 }
 
+/// Runs `f` pinned to `cpu`, then gives this process back the CPUs it had. Children forked
+/// inside `f` start pinned to `cpu` too (they inherit the mask) until they [`pin_to`] another.
+pub fn with_cpu<R>(cpu: usize, f: impl FnOnce() -> R) -> io::Result<R> {
+    // SAFETY: all-zero is an empty cpu_set_t.
+    let mut had: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `had` is a valid, writable cpu_set_t of the size passed; pid 0 is this process.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut had) } != 0 {
+        return Err(errno("sched_getaffinity"));
+    }
+    pin_to(cpu)?;
+    let r = f();
+    // SAFETY: `had` is the valid cpu_set_t read above.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &had) } != 0 {
+        return Err(errno("sched_setaffinity"));
+    }
+    Ok(r)
+}
+
 /// Pins this process to `cpu`.
 pub fn pin_to(cpu: usize) -> io::Result<()> {
     // SAFETY: all-zero is an empty cpu_set_t.
