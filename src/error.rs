@@ -255,6 +255,17 @@ pub enum Error {
         waited: std::time::Duration,
     },
 
+    /// `JoinableQueue::join`: the items not yet done were taken by consumer processes that
+    /// died before calling `task_done`, so they will never be done (a consumer killed after
+    /// taking an item loses it, as in Python — where `join` then hangs).
+    #[error("{items} item(s) will never be marked done: taken by process {pid}, which died before task_done")]
+    ItemsLost {
+        /// A dead consumer that owes items (the first found).
+        pid: i32,
+        /// Items owed by dead consumers, in all.
+        items: u64,
+    },
+
     /// A timed wait ran out.
     #[error("timed out")]
     Timeout,

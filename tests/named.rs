@@ -431,9 +431,11 @@ fn target(rng: &mut Rng, queue_off: u64, queue_len: u64, dir_used: u64) -> (&'st
     // The queue's region starts with its two locks (consumers', producers'; the arena places
     // each on a multiple of 128 bytes), left alone: a lock whose own bytes are overwritten cannot
     // be defended, see the NamedArena docs. Then its state block (head and tail first, on lines
-    // of their own), then the records. `one_seed` checks that head and tail are there.
+    // of their own; then the consumer table of a JoinableQueue), then the records. `one_seed`
+    // checks that head and tail are there.
     let state = queue_off + 2 * lock_bytes().next_multiple_of(128);
-    let records = state + 896;
+    // The records are the region's last 8 slots of 24 bytes (`Queue::<u64>::new_in(a, 8, 16)`).
+    let records = queue_off + queue_len - 8 * 24;
     match rng.below(4) {
         0 => ("header", 0, 80),
         1 => ("directory", 128, dir_used * 256),

@@ -209,6 +209,90 @@ fn a_joinable_queue_joins_when_every_item_is_done_and_rejects_extra_task_done() 
     });
 }
 
+/// A consumer killed while it holds an item it took: `join` reports that item (and the dead
+/// consumer's pid) once nothing else is left, instead of waiting for ever — both for a consumer
+/// killed while working on it and for kills at random moments of a get/task_done loop, where it
+/// owes at most the one item it held. The dead consumer is left unreaped (a zombie) on purpose:
+/// that is what a parent blocked in `join` sees.
+#[test]
+fn join_reports_items_a_killed_consumer_took_instead_of_hanging() {
+    common::run("queue_join_lost", common::SECS(120), || {
+        let q = JoinableQueue::<u64>::new(64).unwrap();
+        // Killed while working on the item it took.
+        let mut victim = Process::spawn(|| -> mproc::Result<()> {
+            let _job = q.get()?;
+            std::thread::sleep(Duration::from_secs(60));
+            q.task_done()
+        })
+        .unwrap();
+        q.put(7).unwrap();
+        let t = Instant::now();
+        while !q.is_empty() {
+            assert!(t.elapsed() < Duration::from_secs(10), "the victim never took its item");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        q.put(8).unwrap();
+        assert_eq!(q.get().unwrap(), 8);
+        victim.kill().unwrap();
+        // This process's own item is not done yet: still being worked on, not lost, so `join`
+        // waits for it.
+        assert!(matches!(q.join_timeout(Duration::from_millis(200)), Err(Error::Timeout)));
+        assert_eq!(q.unfinished(), 2);
+        q.task_done().unwrap();
+        let t = Instant::now();
+        let r = q.join_timeout(Duration::from_secs(10));
+        let took = t.elapsed();
+        match r {
+            Err(Error::ItemsLost { pid, items: 1 }) if pid == victim.pid() => {}
+            other => panic!("join gave {other:?}, not ItemsLost for the victim's one item"),
+        }
+        assert!(matches!(q.join(), Err(Error::ItemsLost { items: 1, .. })));
+        victim.join().unwrap();
+        eprintln!("queue_join_lost: a killed consumer's item reported {took:?} after join was called");
+
+        // Kills at random moments of a consumer's get/task_done loop.
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let (mut lost, mut clean) = (0, 0);
+        for round in 0..100 {
+            let q = JoinableQueue::<u64>::new(64).unwrap();
+            for i in 0..64 {
+                q.put(i).unwrap();
+            }
+            let mut victim = Process::spawn(|| -> mproc::Result<()> {
+                loop {
+                    let _ = q.get()?;
+                    q.task_done()?;
+                    if q.is_empty() {
+                        for i in 0..32 {
+                            let _ = q.try_put(i);
+                        }
+                    }
+                }
+            })
+            .unwrap();
+            std::thread::sleep(Duration::from_micros(100 + next(&mut s) % 2000));
+            victim.kill().unwrap();
+            // The survivor drains what is left and marks it done.
+            while let Ok(_v) = q.try_get() {
+                q.task_done().unwrap();
+            }
+            match q.join_timeout(Duration::from_secs(10)) {
+                Ok(()) => clean += 1,
+                Err(Error::ItemsLost { pid, items }) => {
+                    assert_eq!(pid, victim.pid(), "round {round}");
+                    assert_eq!(items, 1, "round {round}: a consumer holds at most one item");
+                    assert_eq!(q.unfinished(), 1, "round {round}");
+                    lost += 1;
+                }
+                Err(e) => panic!("round {round}: join gave {e}"),
+            }
+            victim.join().unwrap();
+        }
+        eprintln!("queue_join_lost: 100 random kills: {lost} with an item lost and reported, {clean} with none");
+        assert!(lost > 0, "no kill landed while the victim held an item: the test proved nothing");
+    });
+}
+
 /// A plain-data record: its bytes cross, no serde.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]

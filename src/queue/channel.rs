@@ -20,7 +20,10 @@
 //! stays queued (another consumer gets it, whole). The next locker is told `OwnerDied` by the
 //! robust lock and carries on. A consumer killed *after* taking an item loses it, as in Python.
 //! A [`JoinableQueue`] counts done items beside `tail`: unfinished is `tail − done`, so no
-//! death between two counters can leave `join` waiting for an item nobody has.
+//! death between two counters can leave `join` waiting for an item nobody has. It also counts,
+//! per consumer process, the items taken and marked done, so that `join` can tell the items a
+//! dead consumer took from those still being worked on, and report them
+//! ([`Error::ItemsLost`]) instead of waiting for ever.
 //!
 //! # Sleeping
 //! A blocked side spins ~30 µs watching `head`/`tail`, then sleeps on its wake-up word (a shared
@@ -35,7 +38,7 @@
 
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
@@ -48,7 +51,7 @@ use crate::queue::ring::spin_until;
 use crate::shm::named::{NamedObject, ObjectKind, Parts, Rebuild, Sealed, TypeIdent, layout_hash, shape};
 use crate::shm::{Arena, Plain, ShmBox, ShmSafe};
 use crate::sync::{Lock, LockError, LockGuard};
-use crate::sys::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
+use crate::sys::{self, FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 
 /// Default largest encoded item of [`Queue::new`].
 pub const DEFAULT_MAX_ITEM_BYTES: usize = 64 << 10;
@@ -68,6 +71,36 @@ struct State {
     joiners: AtomicU32,
     /// Times a process died holding the lock (and the queue carried on).
     owner_deaths: AtomicU64,
+    /// JoinableQueue: what each consumer process took and marked done, so that `join` can tell
+    /// items a dead consumer took (and will never mark done) from items still being worked on.
+    consumers: [Consumer; CONSUMERS],
+}
+
+/// Consumer processes a [`JoinableQueue`] tracks (a slot of a dead one that owes nothing is
+/// taken over; past this many at once, further consumers go untracked).
+const CONSUMERS: usize = 64;
+
+/// One consumer process's counts. `taking` and `taken` are written only under the get lock;
+/// `pid` by the process that claims the slot;
+/// `done` by its own `task_done`.
+#[repr(C)]
+struct Consumer {
+    pid: AtomicI32,
+    _pad: u32,
+    /// `head + 1` of the item being taken (or last taken).
+    taking: AtomicU64,
+    /// Items taken, times 2, plus 1 while one is being taken: a take sets the low bit before
+    /// it moves `head`, and one store after it both counts the item and clears the bit, so a
+    /// consumer killed at any point leaves either a settled count or the bit, which the next
+    /// get-lock holder settles by `head` (see `settle_dead_taker`).
+    taken: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Consumer {
+    fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed) >> 1
+    }
 }
 
 // SAFETY: atomics only (every bit pattern valid), no pointers, no Drop.
@@ -203,6 +236,11 @@ pub struct Queue<T> {
     seen_head: AtomicU64,
     /// This handle's last reading of `tail`, for consumers, likewise: items below it are there.
     seen_tail: AtomicU64,
+    /// A [`JoinableQueue`]'s: only then does a `get` count what this process took.
+    joinable: bool,
+    /// This process's slot in `State::consumers`: `pid << 32 | index + 1` (0: none yet). Keyed
+    /// by pid, since a forked child starts with its parent's copy of the handle.
+    my_slot: AtomicU64,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -217,6 +255,8 @@ impl<T> Clone for Queue<T> {
             slot: self.slot,
             seen_head: AtomicU64::new(0),
             seen_tail: AtomicU64::new(0),
+            joinable: self.joinable,
+            my_slot: AtomicU64::new(0),
             _t: PhantomData,
         }
     }
@@ -233,16 +273,36 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
-/// Takes the queue's lock; a holder that died mid-operation left the state consistent (see the
-/// module docs), so its death is not an error here, only counted.
-fn take<'a>(lock: &'a Lock, st: &State) -> Result<LockGuard<'a>> {
+/// Takes one of the queue's locks; a holder that died mid-operation left the state consistent
+/// (see the module docs), so its death is not an error here, only counted. `get_lock`: it is
+/// the consumers' lock, whose dead holder may have been mid-take.
+fn take<'a>(lock: &'a Lock, st: &State, get_lock: bool) -> Result<LockGuard<'a>> {
     match lock.lock() {
         Ok(g) => Ok(g),
         Err(LockError::OwnerDied { guard, .. }) => {
             st.owner_deaths.fetch_add(1, Ordering::Relaxed);
+            if get_lock {
+                settle_dead_taker(st);
+            }
             Ok(guard)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// After the get lock's holder died: a consumer that died mid-take left the low bit of its
+/// `taken` word set. Only the get lock's holder sets and clears it, so whatever is set now is
+/// the dead holder's (its pid may still look alive: the kernel frees robust locks before the
+/// process is a zombie). If `head` moved past the item, the dead consumer took it: count it as
+/// taken, so that a JoinableQueue's `join` reports it; if not, the item is still queued.
+fn settle_dead_taker(st: &State) {
+    let head = st.head.load(Ordering::SeqCst);
+    for c in &st.consumers {
+        let w = c.taken.load(Ordering::Relaxed);
+        if w & 1 != 0 {
+            let took = u64::from(head >= c.taking.load(Ordering::Relaxed));
+            c.taken.store(((w >> 1).wrapping_add(took)) << 1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -349,6 +409,15 @@ impl<T> Queue<T> {
             all_done: AtomicU32::new(0),
             joiners: AtomicU32::new(0),
             owner_deaths: AtomicU64::new(0),
+            consumers: [const {
+                Consumer {
+                    pid: AtomicI32::new(0),
+                    _pad: 0,
+                    taking: AtomicU64::new(0),
+                    taken: AtomicU64::new(0),
+                    done: AtomicU64::new(0),
+                }
+            }; CONSUMERS],
         };
         let (lock, put_lock, st, buf) = match arena {
             None => (Lock::new()?, Lock::new()?, ShmBox::new(state)?, RawArray::zeroed(bytes)?),
@@ -363,6 +432,8 @@ impl<T> Queue<T> {
             slot,
             seen_head: AtomicU64::new(0),
             seen_tail: AtomicU64::new(0),
+            joinable: false,
+            my_slot: AtomicU64::new(0),
             _t: PhantomData,
         })
     }
@@ -444,6 +515,35 @@ impl<T> Queue<T> {
 }
 
 impl<T> Queue<T> {
+    /// This process's consumer slot (claimed on first use: a free one, or one of a dead process
+    /// that owes nothing); `None` when all are taken.
+    fn consumer(&self) -> Option<&Consumer> {
+        let pid = sys::current_pid();
+        let cached = self.my_slot.load(Ordering::Relaxed);
+        let slots = &self.st.consumers;
+        if cached >> 32 == pid as u64 && cached as u32 != 0 {
+            return slots.get(cached as u32 as usize - 1);
+        }
+        for (i, c) in slots.iter().enumerate() {
+            let owner = c.pid.load(Ordering::Acquire);
+            let free = owner == 0
+                || (owner != pid
+                    && c.taken.load(Ordering::Relaxed) & 1 == 0
+                    && c.taken() <= c.done.load(Ordering::Relaxed)
+                    && !sys::pid_running(owner));
+            if owner == pid || (free && c.pid.compare_exchange(owner, pid, Ordering::AcqRel, Ordering::Relaxed).is_ok())
+            {
+                if owner != pid {
+                    c.taken.store(0, Ordering::Relaxed);
+                    c.done.store(0, Ordering::Relaxed);
+                }
+                self.my_slot.store((pid as u64) << 32 | (i as u64 + 1), Ordering::Relaxed);
+                return Some(c);
+            }
+        }
+        None
+    }
+
     /// The one put protocol of both codecs: `len` bytes that `write` lays into the slot (under
     /// the lock, before `tail` publishes them).
     fn put_raw<I>(
@@ -462,7 +562,7 @@ impl<T> Queue<T> {
                 return Err(PutError::Closed(item));
             }
             {
-                let _g = match take(&self.put_lock, &self.st) {
+                let _g = match take(&self.put_lock, &self.st, false) {
                     Ok(g) => g,
                     Err(e) => return Err(PutError::Failed(item, e)),
                 };
@@ -518,7 +618,7 @@ impl<T> Queue<T> {
     ) -> Result<R> {
         loop {
             {
-                let _g = take(&self.lock, &self.st)?;
+                let _g = take(&self.lock, &self.st, true)?;
                 let st = &*self.st;
                 // Own index first: the tail read after it can only be larger. The shared tail is
                 // read only when the last reading shows nothing left (as `head` for producers).
@@ -548,7 +648,16 @@ impl<T> Queue<T> {
                     };
                     // A record `read` refuses stays queued: no half-taken state.
                     let r = read(bytes)?;
+                    let me = if self.joinable { self.consumer() } else { None };
+                    if let Some(c) = me {
+                        c.taking.store(head + 1, Ordering::Relaxed);
+                        c.taken.store(c.taken.load(Ordering::Relaxed) | 1, Ordering::SeqCst);
+                    }
                     st.head.store(head + 1, Ordering::SeqCst);
+                    if let Some(c) = me {
+                        let n = c.taken.load(Ordering::Relaxed) >> 1;
+                        c.taken.store(n.wrapping_add(1) << 1, Ordering::SeqCst);
+                    }
                     drop(_g);
                     notify_one(&st.not_full, &st.putters);
                     return Ok(r);
@@ -798,12 +907,12 @@ impl<T> std::ops::Deref for JoinableQueue<T> {
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// A joinable queue of `capacity` items (see [`Queue::new`]).
     pub fn new(capacity: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue { q: Queue::new(capacity)? })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..Queue::new(capacity)? } })
     }
 
     /// A joinable queue in `arena` (see [`Queue::new_in`]).
     pub fn new_in(arena: &Arena, capacity: usize, max_item_bytes: usize) -> Result<JoinableQueue<T>> {
-        Ok(JoinableQueue { q: Queue::new_in(arena, capacity, max_item_bytes)? })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..Queue::new_in(arena, capacity, max_item_bytes)? } })
     }
 }
 
@@ -818,7 +927,10 @@ impl<T> JoinableQueue<T> {
             .done
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| (d < st.tail.load(Ordering::SeqCst)).then_some(d + 1))
             .map_err(|_| Error::Misuse("task_done() called more times than there were items put".into()))?;
-        if prev + 1 == st.tail.load(Ordering::SeqCst) {
+        if let Some(c) = self.q.consumer() {
+            c.done.fetch_add(1, Ordering::Relaxed);
+        }
+        if prev.wrapping_add(1) == st.tail.load(Ordering::SeqCst) {
             notify_all(&st.all_done, &st.joiners);
         }
         Ok(())
@@ -838,21 +950,61 @@ impl<T> JoinableQueue<T> {
         done >= st.tail.load(Ordering::SeqCst)
     }
 
-    /// Waits until every item put has been marked done.
-    pub fn join(&self) -> Result<()> {
-        let st = &*self.q.st;
-        wait_for(&st.all_done, &st.joiners, None, || self.all_done());
-        Ok(())
+    /// [`Error::ItemsLost`] if every item not yet done was taken by a consumer process that has
+    /// since died (so nothing can ever finish them); `None` while any may still be done.
+    fn lost(&self) -> Option<Error> {
+        let unfinished = self.unfinished();
+        if unfinished == 0 {
+            return None;
+        }
+        let me = sys::current_pid();
+        let (mut first, mut items) = (0, 0u64);
+        for c in &self.q.st.consumers {
+            let pid = c.pid.load(Ordering::Acquire);
+            let owed = c.taken().saturating_sub(c.done.load(Ordering::Relaxed));
+            if pid > 0 && pid != me && owed > 0 && !sys::pid_running(pid) {
+                first = if first == 0 { pid } else { first };
+                items = items.saturating_add(owed);
+            }
+        }
+        (items > 0 && unfinished <= items).then_some(Error::ItemsLost { pid: first, items })
     }
 
-    /// Waits at most `timeout` for every item to be marked done ([`Error::Timeout`] then).
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+    /// Waits for every item to be done, or until `deadline`; between waits of at most 20 ms it
+    /// looks for items that dead consumers took.
+    fn join_until(&self, deadline: Option<Instant>) -> Result<()> {
         let st = &*self.q.st;
-        if wait_for(&st.all_done, &st.joiners, Some(Instant::now() + timeout), || self.all_done()) {
-            Ok(())
-        } else {
-            Err(Error::Timeout)
+        loop {
+            if self.all_done() {
+                return Ok(());
+            }
+            if let Some(e) = self.lost() {
+                return Err(e);
+            }
+            let step = Instant::now() + Duration::from_millis(20);
+            let until = deadline.map_or(step, |d| d.min(step));
+            if wait_for(&st.all_done, &st.joiners, Some(until), || self.all_done()) {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::Timeout);
+            }
         }
+    }
+
+    /// Waits until every item put has been marked done. A consumer process that died after
+    /// taking an item never marks it done: once the only items left are such, this returns
+    /// [`Error::ItemsLost`] (with a dead consumer's pid) instead of waiting for ever. Consumers
+    /// are tracked per process (up to 64 at a time); a pid reused by a new process before the
+    /// check hides its predecessor's death.
+    pub fn join(&self) -> Result<()> {
+        self.join_until(None)
+    }
+
+    /// Waits at most `timeout` for every item to be marked done ([`Error::Timeout`] then;
+    /// [`Error::ItemsLost`] as for [`JoinableQueue::join`]).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_until(Some(Instant::now() + timeout))
     }
 }
 
@@ -891,6 +1043,8 @@ impl<T> Queue<T> {
                 slot,
                 seen_head: AtomicU64::new(0),
                 seen_tail: AtomicU64::new(0),
+                joinable: false,
+                my_slot: AtomicU64::new(0),
                 _t: PhantomData,
             })
         }
@@ -931,7 +1085,7 @@ impl<T> NamedObject for JoinableQueue<T> {
     }
     unsafe fn rebuild(r: &Rebuild<'_>) -> Result<Self> {
         // SAFETY: forwarded.
-        Ok(JoinableQueue { q: unsafe { Queue::rebuild_parts(r)? } })
+        Ok(JoinableQueue { q: Queue { joinable: true, ..unsafe { Queue::rebuild_parts(r)? } } })
     }
 }
 

@@ -59,8 +59,8 @@ pub(crate) use mem::{
 pub use proc::monotonic_ns;
 pub(crate) use proc::{
     Fork, PidFd, WaitOutcome, chdir_root, child_prepare, close_all_fds_except, current_pid, exit_now, fork, kill,
-    locks_may_be_held, on_main_thread, parent_pid, pid_alive, pidfd_open_raw, poll_two, set_user, thread_count,
-    wait_exit, wait_readable,
+    locks_may_be_held, on_main_thread, parent_pid, pid_alive, pid_running, pidfd_open_raw, poll_two, set_user,
+    thread_count, wait_exit, wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};
 pub(crate) use signal::{EventFd, SigintGuard, ignore_signal, take_sigint};

@@ -300,6 +300,25 @@ pub(crate) fn pid_alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
 }
 
+/// Whether `pid` is a running process: it exists and is not a zombie (a killed child its parent
+/// has not reaped yet is dead for every purpose but `kill(pid, 0)`). Reads `/proc/PID/stat`; where
+/// that cannot be read, falls back to [`pid_alive`].
+pub(crate) fn pid_running(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        // The state is the field after the command name, which is in parentheses and may itself
+        // hold spaces and parentheses: take the last `)`.
+        Ok(stat) => match stat.iter().rposition(|&b| b == b')') {
+            Some(i) => !matches!(stat.get(i + 2), Some(b'Z' | b'X' | b'x')),
+            None => pid_alive(pid),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(_) => pid_alive(pid),
+    }
+}
+
 /// A pidfd: becomes readable when the process ends. Lets a parent wait for a child with a timeout,
 /// or for several children at once, without polling `waitpid`. Registered, so forked children
 /// close it (see [`super::fds`]).
