@@ -149,7 +149,8 @@ fn opener_of_every_kind() {
         drop(g);
         // Contention tools' view: the lock inside any object that has one.
         assert!(arena.lock_of("value").unwrap().stats().acquisitions >= 1);
-        assert!(arena.lock_of("queue").unwrap().stats().acquisitions >= 2);
+        // A queue's is its consumers' lock: this process's get took it at least once.
+        assert!(arena.lock_of("queue").unwrap().stats().acquisitions >= 1);
         assert!(matches!(arena.lock_of("event"), Err(Error::ObjectTypeMismatch { .. })));
     });
 }
@@ -359,7 +360,7 @@ fn the_wrong_kind_t_size_layout_or_segment_is_an_error() {
         let seg = Segment::open(&name).unwrap();
         seg.write::<u32>(8, 0).unwrap();
         match NamedArena::open(&name) {
-            Err(e @ Error::ArenaVersion { found: 0, supported: 1, .. }) => {
+            Err(e @ Error::ArenaVersion { found: 0, supported, .. }) if supported == NamedArena::LAYOUT_VERSION => {
                 assert!(e.to_string().contains("same mproc release"), "{e}")
             }
             other => panic!("expected ArenaVersion, got {other:?}"),

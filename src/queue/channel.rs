@@ -33,8 +33,10 @@
 //! and, only if it is non-zero, bumps the word and wakes. Either the sleeper sees the new item, or
 //! the waker sees the sleeper (and the futex returns at once because the word moved; the proof is
 //! at `notify_one`). With nobody asleep a put or get writes no wake-up word at all. A process
-//! killed while asleep leaves the waiter
-//! count too high, which costs the others a wake-up syscall per operation, never a lost item.
+//! killed while asleep leaves the waiter count too high, which costs the others a wake-up
+//! syscall per operation, never a lost item. A process killed between its publishing store and
+//! its wake-up call would leave a sleeper asleep beside an item it could take, so no sleep lasts
+//! longer than 50 ms before the sleeper looks again by itself.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -306,6 +308,9 @@ fn settle_dead_taker(st: &State) {
     }
 }
 
+/// The longest a queue's sleeper waits before it looks again by itself (see `wait_for`).
+const RECHECK: Duration = Duration::from_millis(50);
+
 /// Spins until `ready` as the rings do ([`spin_until`]: a short pure spin, then bursts that
 /// yield the core), then sleeps on `word` (with `waiters` counted) until `ready` or `deadline`.
 /// Returns whether `ready` held.
@@ -330,7 +335,10 @@ fn wait_for(word: &AtomicU32, waiters: &AtomicU32, deadline: Option<Instant>, re
                 }
             },
         };
-        let r = futex_wait(word, seen, left);
+        // Never asleep for more than `RECHECK`: a process killed between its publishing store
+        // and its wake-up call (the only wake-up that could be missed) costs the sleepers at
+        // most that long, instead of leaving them asleep with an item queued.
+        let r = futex_wait(word, seen, Some(left.map_or(RECHECK, |l| l.min(RECHECK))));
         waiters.fetch_sub(1, Ordering::SeqCst);
         if ready() {
             return true;
@@ -504,7 +512,8 @@ impl<T> Queue<T> {
     /// Checks the indices read under the lock: `head ≤ tail ≤ head + capacity` always holds for
     /// a queue only mproc's code wrote.
     fn check_indices(&self, head: u64, tail: u64) -> Result<()> {
-        if head > tail || tail - head > self.capacity as u64 {
+        // `tail == u64::MAX` cannot be reached by puts; rejected so that `tail + 1` cannot wrap.
+        if head > tail || tail - head > self.capacity as u64 || tail == u64::MAX {
             return Err(Error::Corrupt(format!(
                 "queue indices head {head}, tail {tail} are impossible for capacity {}",
                 self.capacity

@@ -1,7 +1,7 @@
 //! [`NamedArena`]: a named segment with a directory of objects, so that programs not related by
 //! fork find a `Queue`, `Lock`, `Value`, … by name.
 //!
-//! # Layout (version 1, `LAYOUT_VERSION`)
+//! # Layout (version 2, `LAYOUT_VERSION`)
 //! ```text
 //! 0      header (80 bytes): magic "mprocARN", layout version, ready word, header and entry
 //!        sizes, directory offset and capacity, entries used, data offset, segment length, bump
@@ -60,9 +60,10 @@ use crate::sys;
 /// The first 8 bytes of every named arena.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mprocARN");
 /// The layout this build writes and reads; a segment with another version is
-/// [`Error::ArenaVersion`]. (Version 1 is the first released one; it already includes the lock's
-/// wait histogram, which landed before any arena was written by a release.)
-pub const LAYOUT_VERSION: u32 = 1;
+/// [`Error::ArenaVersion`]. (Version 1 was the first; it already included the lock's wait
+/// histogram. Version 2: a queue has a lock for its producers beside its consumers', and its
+/// state counts done items and each consumer's takes.)
+pub const LAYOUT_VERSION: u32 = 2;
 const DEFAULT_OBJECTS: usize = 64;
 
 const MAX_OBJECTS: usize = 4096;
@@ -1150,7 +1151,7 @@ impl NamedArena {
     /// `Array`, `Condition`, `Queue` or `JoinableQueue` (a queue's consumers' lock; its producers
     /// take one of their own) — whatever its `T`. For tools that watch
     /// a running program's locks ([`Lock::stats`]): taking it also works, and excludes the
-    /// object's own users.
+    /// object's own users (for a queue, its consumers only).
     pub fn lock_of(&self, name: &str) -> Result<Lock> {
         let d = self.ready_entry(name, None)?;
         let kind = ObjectKind::from_u32(d.kind).expect("checked");
