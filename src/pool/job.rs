@@ -90,6 +90,40 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
             *first = Some(idx);
             *count = 1;
         }
+        // Plain items (numbers, `map_plain`): one size, their own bytes, so no encoding that can
+        // fail, no size to check per item: the chunk is laid out by one store per item into
+        // room reserved once. Only the iterator can panic here (`pulling` stays set).
+        if let Some(n) = W::plain_size().filter(|&n| n > 0 && n <= limits.item && n == std::mem::size_of::<I::Item>()) {
+            let mut room = limits.chunk.saturating_sub(buf.len()) / n;
+            if *count == 0 {
+                room = room.max(1);
+            }
+            let want = (max_items.saturating_sub(*count as usize)).min(room).min((u32::MAX - *count) as usize);
+            buf.inline.reserve(want * n);
+            first.get_or_insert(self.next);
+            self.pulling = true;
+            for _ in 0..want {
+                let Some(x) = self.iter.next() else {
+                    self.done = true;
+                    break;
+                };
+                let len = buf.inline.len();
+                // SAFETY: `reserve` made room for `want` items of `n` bytes, and this is at most
+                // the `want`th; by `Wire`'s contract (`plain_size` is `Some(n)`, `n` the size of
+                // the item type) an item's encoding is its own `n` bytes, with no padding.
+                unsafe {
+                    buf.inline.as_mut_ptr().add(len).cast::<I::Item>().write_unaligned(x);
+                    buf.inline.set_len(len + n);
+                }
+                self.next += 1;
+                *count += 1;
+            }
+            self.pulling = false;
+            if *count == 0 {
+                *first = None;
+            }
+            return;
+        }
         while (*count as usize) < max_items && *count < u32::MAX {
             self.pulling = true;
             let Some(x) = self.iter.next() else {
