@@ -65,17 +65,25 @@ macro_rules! atomic_int {
         impl private::Sealed for $t {}
         impl AtomicValue for $t {
             type Atomic = $a;
+            #[inline]
             fn new_atomic(v: $t) -> $a { <$a>::new(v) }
+            #[inline]
             unsafe fn as_atomic<'a>(p: *mut $t) -> &'a $a {
                 const { assert!(std::mem::align_of::<$t>() == std::mem::align_of::<$a>()) };
                 // SAFETY: same size and (asserted) alignment; the caller vouches for `p`.
                 unsafe { <$a>::from_ptr(p) }
             }
+            #[inline]
             fn load(a: &$a, o: Ordering) -> $t { a.load(o) }
+            #[inline]
             fn store(a: &$a, v: $t, o: Ordering) { a.store(v, o) }
+            #[inline]
             fn swap(a: &$a, v: $t, o: Ordering) -> $t { a.swap(v, o) }
+            #[inline]
             fn fetch_add(a: &$a, v: $t, o: Ordering) -> $t { a.fetch_add(v, o) }
+            #[inline]
             fn fetch_sub(a: &$a, v: $t, o: Ordering) -> $t { a.fetch_sub(v, o) }
+            #[inline]
             fn compare_exchange(a: &$a, c: $t, n: $t) -> Result<$t, $t> {
                 a.compare_exchange(c, n, Ordering::AcqRel, Ordering::Acquire)
             }
@@ -90,20 +98,28 @@ macro_rules! atomic_float {
         impl private::Sealed for $t {}
         impl AtomicValue for $t {
             type Atomic = $a;
+            #[inline]
             fn new_atomic(v: $t) -> $a { <$a>::new(v.to_bits()) }
+            #[inline]
             unsafe fn as_atomic<'a>(p: *mut $t) -> &'a $a {
                 const { assert!(std::mem::align_of::<$t>() == std::mem::align_of::<$a>()) };
                 // SAFETY: same size and (asserted) alignment; the caller vouches for `p`.
                 unsafe { <$a>::from_ptr(p.cast()) }
             }
+            #[inline]
             fn load(a: &$a, o: Ordering) -> $t { <$t>::from_bits(a.load(o)) }
+            #[inline]
             fn store(a: &$a, v: $t, o: Ordering) { a.store(v.to_bits(), o) }
+            #[inline]
             fn swap(a: &$a, v: $t, o: Ordering) -> $t { <$t>::from_bits(a.swap(v.to_bits(), o)) }
+            #[inline]
             fn fetch_add(a: &$a, v: $t, o: Ordering) -> $t {
                 let prev = a.fetch_update(o, Ordering::Relaxed, |b| Some((<$t>::from_bits(b) + v).to_bits()));
                 <$t>::from_bits(prev.unwrap_or_else(|b| b))
             }
+            #[inline]
             fn fetch_sub(a: &$a, v: $t, o: Ordering) -> $t { Self::fetch_add(a, -v, o) }
+            #[inline]
             fn compare_exchange(a: &$a, c: $t, n: $t) -> Result<$t, $t> {
                 a.compare_exchange(c.to_bits(), n.to_bits(), Ordering::AcqRel, Ordering::Acquire)
                     .map(<$t>::from_bits).map_err(<$t>::from_bits)
