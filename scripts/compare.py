@@ -64,12 +64,15 @@ def pool_kinds(mproc, processes, tasks, blob_bytes, repeat, py_repeat, baseline=
     """The item kinds of `mproc bench pool` beside Python's Pool.map and ProcessPoolExecutor.map of
     the same items (benches/python/pool_kinds.py): ns per item, or GB/s for byte blobs, with
     mproc's floors (a serial loop, an in-process rayon map where the binary has it, a memcpy)."""
-    kinds = "serde,plain,struct64,string,range,slice,blob"
-    # Python has no counterpart of `slice` (a shared array its workers read themselves).
+    kinds = "serde,plain,struct64,string,range,slice,range-into,slice-into,blob"
+    # A baseline older than the `_into` kinds rejects them: it runs the kinds it has.
+    base_kinds = "serde,plain,struct64,string,range,slice,blob"
+    # Python has no counterpart of `slice` (a shared array its workers read themselves); the
+    # `range-into` row is set beside Python's map of the same range (its way to do that work).
     py_kinds = "serde,plain,struct64,string,range,blob"
     chunks = "1,1000,auto"
     args = ["--tasks", str(tasks), "--processes", str(processes), "--chunksize", chunks, "--blob-bytes", str(blob_bytes)]
-    bench = lambda exe, r: lines([exe, "bench", "pool", "--json", "--kinds", kinds, "--repeat", str(r)] + args)
+    bench = lambda exe, r, ks=kinds: lines([exe, "bench", "pool", "--json", "--kinds", ks, "--repeat", str(r)] + args)
     kind_key = lambda r: (r["kind"], r["chunksize"])
     blob_key = lambda r: (r["bytes"], r["direction"], r["chunksize"])
 
@@ -81,9 +84,9 @@ def pool_kinds(mproc, processes, tasks, blob_bytes, repeat, py_repeat, baseline=
     if baseline:
         # A binary older than `--kinds` rejects the flag: then this table has no before column.
         try:
-            lines([baseline, "bench", "pool", "--json", "--kinds", kinds, "--tasks", "10", "--chunksize", "auto",
+            lines([baseline, "bench", "pool", "--json", "--kinds", base_kinds, "--tasks", "10", "--chunksize", "auto",
                    "--repeat", "1", "--blob-bytes", str(1 << 20), "--processes", str(processes)])
-            before = split(bench(baseline, repeat))
+            before = split(bench(baseline, repeat, base_kinds))
         except subprocess.CalledProcessError:
             print("pool kinds: the baseline binary has no --kinds; no before column", flush=True)
     ours = split(bench(mproc, repeat))
@@ -107,16 +110,17 @@ def pool_kinds(mproc, processes, tasks, blob_bytes, repeat, py_repeat, baseline=
     num = lambda x, w, d: f"{x:>{w}.{d}f}" if x is not None else f"{'-':>{w}}"
     get = lambda rows, k, f: rows[k][f] if rows and k in rows and f in rows[k] else None
 
-    head = (f"{'kind':<9} {'chunk':>5} {'mproc ns':>9} {'Pool.map':>9} {'ratio':>7} {'PPE.map':>9} {'ratio':>7}"
+    head = (f"{'kind':<10} {'chunk':>5} {'mproc ns':>9} {'Pool.map':>9} {'ratio':>7} {'PPE.map':>9} {'ratio':>7}"
             f" {'serial':>7} {'rayon':>7}")
     if before:
         head += f" {'before':>9} {'before/now':>10}"
     print(head)
     for k, r in ours[0].items():
         m = r["ns_per_item"]
-        p = get(py["Pool.map"][0], k, "ns_per_item")
-        e = get(py["ProcessPoolExecutor.map"][0], k, "ns_per_item")
-        line = (f"{k[0]:<9} {k[1]:>5} {m:>9.2f} {num(p, 9, 1)} {ratio(p, m)} {num(e, 9, 1)} {ratio(e, m)}"
+        pk = ("range", k[1]) if k[0] == "range-into" else k
+        p = get(py["Pool.map"][0], pk, "ns_per_item")
+        e = get(py["ProcessPoolExecutor.map"][0], pk, "ns_per_item")
+        line = (f"{k[0]:<10} {k[1]:>5} {m:>9.2f} {num(p, 9, 1)} {ratio(p, m)} {num(e, 9, 1)} {ratio(e, m)}"
                 f" {num(r.get('serial_ns_per_item'), 7, 2)} {num(r.get('rayon_ns_per_item'), 7, 2)}")
         if before:
             b = get(before[0], k, "ns_per_item")

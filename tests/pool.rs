@@ -435,6 +435,67 @@ fn map_array_reads_a_shared_array_in_the_workers_and_refuses_one_they_do_not_hav
     });
 }
 
+#[test]
+fn map_range_into_and_map_array_into_store_every_result_in_place_and_report_failures_per_item() {
+    common::run("pool_map_into", common::SECS(60), || {
+        let n = 100_000u64;
+        let data = mproc::RawArray::from_slice(&(0..n).collect::<Vec<_>>()).unwrap();
+        let out = mproc::RawArray::<u64>::zeroed(n as usize).unwrap();
+        let halves = mproc::RawArray::<f32>::zeroed(3).unwrap();
+        let short = mproc::RawArray::<u64>::zeroed(10).unwrap();
+        let empty = mproc::RawArray::<u64>::zeroed(0).unwrap();
+        let pool = Pool::new(2).unwrap();
+        for chunk in [Some(1), Some(7), None] {
+            pool.map_range_into(|_, x: u64| x * 5 + 2, 0..n, &out, chunk).unwrap();
+            // SAFETY: the map is over and nothing else writes `out`.
+            let got = unsafe { out.as_slice() };
+            assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64 * 5 + 2), "range, chunksize {chunk:?}");
+            pool.map_array_into(|_, x: u64| x * 3 + 1, &data, &out, chunk).unwrap();
+            // SAFETY: as above.
+            let got = unsafe { out.as_slice() };
+            assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64 * 3 + 1), "array, chunksize {chunk:?}");
+        }
+        // Another element type on each side; a range that does not start at 0.
+        pool.map_range_into(|_, x: i32| x as f32 / 2.0, -1..2i32, &halves, None).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { halves.as_slice() }, &[-0.5, 0.0, 0.5]);
+        // A panic fails its item only: the others are stored, its element keeps its old value.
+        out.store(77, 12345);
+        let err = pool
+            .map_array_into(|_, x: u64| if x == 77 { panic!("no 77") } else { x }, &data, &out, Some(10))
+            .unwrap_err();
+        assert!(matches!(err.root(), Error::TaskPanicked { task: 77, .. }), "{err}");
+        assert!(matches!(err, Error::MapFailed { failed: 1, .. }), "{err}");
+        assert_eq!((out.load(76), out.load(77), out.load(78)), (76, 12345, 78));
+        // Wrong length, and arrays the workers do not have.
+        assert!(matches!(pool.map_range_into(|_, x: u64| x, 0..11, &short, None), Err(Error::InvalidArgument(_))));
+        assert!(matches!(pool.map_array_into(|_, x: u64| x, &data, &short, None), Err(Error::InvalidArgument(_))));
+        let late = mproc::RawArray::<u64>::zeroed(10).unwrap();
+        assert!(matches!(pool.map_range_into(|_, x: u64| x, 0..10, &late, None), Err(Error::Misuse(_))));
+        assert!(matches!(pool.map_array_into(|_, x: u64| x, &late, &short, None), Err(Error::Misuse(_))));
+        pool.map_range_into(|_, x: u64| x, 5..5, &empty, None).unwrap();
+    });
+}
+
+#[test]
+fn a_worker_killed_during_map_range_into_fails_exactly_its_task_and_every_other_element_is_stored() {
+    common::run("pool_map_into_death", common::SECS(60), || {
+        let out = mproc::RawArray::<u64>::zeroed(100_000).unwrap();
+        let pool = Pool::builder().processes(2).context(crash_ctx()).build().unwrap();
+        let err = pool.map_range_into(maybe_die, 0..100_000u64, &out, Some(100)).unwrap_err();
+        match &err {
+            Error::MapFailed { failed: 1, total: 100_000, first } => {
+                assert!(matches!(**first, Error::WorkerDied { task: Some(KILL_AT), .. }), "{first}")
+            }
+            other => panic!("expected MapFailed with one failure, got {other}"),
+        }
+        // SAFETY: the map is over and nothing else writes `out`.
+        let got = unsafe { out.as_slice() };
+        assert!(got.iter().enumerate().all(|(i, &v)| i as u64 == KILL_AT || v == i as u64 * 2));
+        assert_eq!(got[KILL_AT as usize], 0, "the killed task stored nothing");
+    });
+}
+
 /// An argument whose `Deserialize` refuses some values (odd numbers) after reading them.
 #[derive(Debug, Clone, Copy)]
 struct Even(u64);

@@ -34,8 +34,10 @@ pub struct PoolArgs {
     /// Item kinds, comma-separated: u64 (map of u64, the first rows, as always), serde (a u64
     /// newtype through serde), plain (map_plain of u64), struct64 (a 64-byte #[repr(C)] struct),
     /// string (~20-byte Strings), range (map_range), slice (map_array over a shared array the
-    /// workers read), blob (byte blobs of 1 KiB, 64 KiB, 1 MiB).
-    #[arg(long, default_value = "u64,serde,plain,struct64,string,range,slice,blob")]
+    /// workers read), range-into and slice-into (map_range_into, map_array_into: results stored
+    /// by the workers into a shared array; their rayon floor writes into a ready slice too), blob
+    /// (byte blobs of 1 KiB, 64 KiB, 1 MiB).
+    #[arg(long, default_value = "u64,serde,plain,struct64,string,range,slice,range-into,slice-into,blob")]
     kinds: String,
     /// Bytes per blob run (each blob size moves this much per map).
     #[arg(long, default_value_t = 256 << 20)]
@@ -175,6 +177,16 @@ fn rayon_floor(kind: &str, n: u64, threads: usize, repeat: usize) -> crate::Resu
                 || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>(),
                 |v| Ok(v.into_par_iter().map(std::hint::black_box).collect::<Vec<_>>()),
             ),
+            // The `_into` kinds store into an output that exists (and whose pages are touched):
+            // so does this floor.
+            "range-into" | "slice-into" => timed(
+                repeat,
+                || vec![1u64; n as usize],
+                |mut v| {
+                    v.par_iter_mut().enumerate().for_each(|(i, o)| *o = std::hint::black_box(i as u64));
+                    Ok(v)
+                },
+            ),
             _ => timed(repeat, || (), |_| Ok((0..n).into_par_iter().map(std::hint::black_box).collect::<Vec<_>>())),
         })?;
         out.store((s / n as f64 * 1e9).to_bits());
@@ -197,14 +209,24 @@ fn parse_chunk(c: &str) -> mproc::Result<Option<usize>> {
     }
 }
 
+/// The shared arrays of the `slice` and `_into` kinds: for the chunk-size-1 run's item count
+/// and for the full one.
+struct Arrays {
+    inputs: [mproc::RawArray<u64>; 2],
+    outputs: [mproc::RawArray<u64>; 2],
+}
+
+impl Arrays {
+    fn input(&self, n: u64) -> &mproc::RawArray<u64> {
+        if self.inputs[0].len() as u64 == n { &self.inputs[0] } else { &self.inputs[1] }
+    }
+    fn output(&self, n: u64) -> &mproc::RawArray<u64> {
+        if self.outputs[0].len() as u64 == n { &self.outputs[0] } else { &self.outputs[1] }
+    }
+}
+
 /// One item kind: pool figure, and the serial and rayon floors.
-fn kind_rows(
-    a: &PoolArgs,
-    pool: &Pool,
-    kind: &'static str,
-    par: f64,
-    slices: Option<&(mproc::RawArray<u64>, mproc::RawArray<u64>)>,
-) -> crate::Result<()> {
+fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64, slices: Option<&Arrays>) -> crate::Result<()> {
     let mut floors = std::collections::HashMap::new();
     for c in a.chunksize.split(',') {
         let chunk = parse_chunk(c)?;
@@ -242,9 +264,39 @@ fn kind_rows(
                 timed(r, || (), |_| pool.map_range(|_, x: u64| x, 0..n, chunk))?,
                 timed(r, || (), |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>()))?,
             ),
+            "range-into" => {
+                let out = slices.expect("made when the kind is asked for").output(n);
+                (
+                    timed(r, || (), |_| pool.map_range_into(|_, x: u64| x, 0..n, out, chunk))?,
+                    timed(
+                        r,
+                        || vec![1u64; n as usize],
+                        |mut v| {
+                            v.iter_mut().enumerate().for_each(|(i, o)| *o = std::hint::black_box(i as u64));
+                            Ok(v)
+                        },
+                    )?,
+                )
+            }
+            "slice-into" => {
+                let arrays = slices.expect("made when the kind is asked for");
+                let (arr, out) = (arrays.input(n), arrays.output(n));
+                // SAFETY: nothing writes the array while the serial loop reads it.
+                let values = unsafe { arr.as_slice() };
+                (
+                    timed(r, || (), |_| pool.map_array_into(|_, x: u64| x, arr, out, chunk))?,
+                    timed(
+                        r,
+                        || vec![1u64; n as usize],
+                        |mut v| {
+                            v.iter_mut().zip(values).for_each(|(o, &x)| *o = std::hint::black_box(x));
+                            Ok(v)
+                        },
+                    )?,
+                )
+            }
             "slice" => {
-                let (small, big) = slices.expect("made when the kind is asked for");
-                let arr = if small.len() as u64 == n { small } else { big };
+                let arr = slices.expect("made when the kind is asked for").input(n);
                 // SAFETY: nothing writes the array while the serial loop reads it.
                 let values = unsafe { arr.as_slice() };
                 (
@@ -366,11 +418,12 @@ pub fn run(c: Command) -> crate::Result<()> {
             })
             .collect::<mproc::Result<Vec<f64>>>()?,
     );
-    // `slice`: arrays the workers read themselves, so made before the pool (chunk size 1 runs
-    // over fewer items, as for every kind).
-    let slices = if kinds.contains(&"slice") {
+    // `slice` and the `_into` kinds: arrays the workers read or write themselves, so made before
+    // the pool (chunk size 1 runs over fewer items, as for every kind).
+    let slices = if ["slice", "range-into", "slice-into"].iter().any(|k| kinds.contains(k)) {
         let make = |n: u64| mproc::RawArray::from_slice(&(0..n).collect::<Vec<u64>>());
-        Some((make(a.tasks.min(100_000))?, make(a.tasks)?))
+        let small = a.tasks.min(100_000);
+        Some(Arrays { inputs: [make(small)?, make(a.tasks)?], outputs: [make(small)?, make(a.tasks)?] })
     } else {
         None
     };
@@ -406,7 +459,7 @@ pub fn run(c: Command) -> crate::Result<()> {
             );
         }
     }
-    for kind in ["serde", "plain", "struct64", "string", "range", "slice"] {
+    for kind in ["serde", "plain", "struct64", "string", "range", "slice", "range-into", "slice-into"] {
         if kinds.contains(&kind) {
             kind_rows(&a, &pool, kind, par, slices.as_ref())?;
         }

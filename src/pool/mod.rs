@@ -62,7 +62,7 @@ pub use self::task::RangeItem;
 
 use self::handle::{finish_all, finish_one, pop_next};
 use self::job::{Fill, IterSource, Job, RangeSource, Sink, Source, Window};
-use self::task::{ArrayFn, MapFn, RangeFn, StarFn, Task, TaskFn, WithFn};
+use self::task::{ArrayFn, ArrayIntoFn, MapFn, RangeFn, RangeIntoFn, StarFn, Task, TaskFn, WithFn};
 use self::wire::{Auto, Plain, Serde, Wire};
 use crate::error::{Error, Result};
 use crate::{AtomicValue, RawArray};
@@ -322,19 +322,121 @@ impl<Ctx> Pool<Ctx> {
         R: Serialize + DeserializeOwned + 'static,
     {
         let len = T::count(range.start, range.end) as usize;
-        self.map_indices(TaskFn::new(RangeFn::<Ctx, T, R, Auto>::new(f)), RangeSource::new(range), len, chunksize)
+        let task = TaskFn::new(RangeFn::<Ctx, T, R, Auto>::new(f));
+        self.map_indices::<R, Auto>(task, RangeSource::new(range), len, chunksize, None)
     }
 
-    /// The shared body of [`Pool::map_range`] and [`Pool::map_array`]: `len` tasks handed out
-    /// as index ranges, their results filled into one output.
-    fn map_indices<R>(&self, task: TaskFn, source: RangeSource, len: usize, chunksize: Option<usize>) -> Result<Vec<R>>
+    /// The shared body of [`Pool::map_range`], [`Pool::map_array`] and their `_into` forms:
+    /// `len` tasks handed out as index ranges, their results filled into one output.
+    fn map_indices<R, WO>(
+        &self,
+        task: TaskFn,
+        source: RangeSource,
+        len: usize,
+        chunksize: Option<usize>,
+        arg: Option<Vec<u8>>,
+    ) -> Result<Vec<R>>
     where
-        R: Serialize + DeserializeOwned + 'static,
+        R: 'static,
+        WO: Wire<R> + 'static,
     {
         let c = self.resolve_chunksize(chunksize, len)?;
-        let job = Job::new(task, c, Box::new(source), Box::new(Fill::<R, Auto>::new(len)));
-        let id = self.submit_job(job, None)?;
-        self.run_all::<R, Auto>(id)
+        let job = Job::new(task, c, Box::new(source), Box::new(Fill::<R, WO>::new(len)));
+        let id = self.submit_job(job, arg)?;
+        self.run_all::<R, WO>(id)
+    }
+
+    /// [`Error::Misuse`] unless the workers have `array` mapped (it was made before the pool).
+    fn check_mapped<T: crate::Plain>(&self, array: &RawArray<T>, what: &str) -> Result<()> {
+        if array.mapping_serial() > self.core.borrow().mapped_before {
+            return Err(Error::Misuse(format!(
+                "{what}: the array was created after the pool, so its workers do not have it mapped; \
+                 create it before PoolBuilder::build (e.g. in the context)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The body of the `_into` maps: the task stores each result at its index of `output`,
+    /// whose address and length go to each worker once, as the job's per-call value.
+    fn map_into<R: AtomicValue>(
+        &self,
+        task: TaskFn,
+        source: RangeSource,
+        output: &RawArray<R>,
+        len: usize,
+        chunksize: Option<usize>,
+    ) -> Result<()> {
+        self.check_mapped(output, "the output array")?;
+        if output.len() != len {
+            return Err(Error::InvalidArgument(format!(
+                "the output array has {} elements for {len} items",
+                output.len()
+            )));
+        }
+        let mut arg = (output.as_ptr().expose_provenance() as u64).to_le_bytes().to_vec();
+        arg.extend_from_slice(&(len as u64).to_le_bytes());
+        self.map_indices::<(), Plain>(task, source, len, chunksize, Some(arg)).map(drop)
+    }
+
+    /// [`Pool::map_range`] with each result stored by the worker that computed it straight into
+    /// `output[i]`, a shared array made before the pool: no result crosses a ring or is copied by
+    /// the parent, so array work runs at close to the speed of threads. Only failures come back:
+    /// a panic in some tasks leaves their elements as they were and returns
+    /// [`Error::MapFailed`], as [`Pool::map`] does.
+    ///
+    /// ```
+    /// let squares = mproc::RawArray::<u64>::zeroed(1000)?; // before the pool
+    /// let pool = mproc::Pool::new(2)?;
+    /// pool.map_range_into(|_, x: u64| x * x, 0..1000u64, &squares, None)?;
+    /// assert_eq!(squares.load(999), 998_001);
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    ///
+    /// An `output` of another length than the range is [`Error::InvalidArgument`]; one made
+    /// after the pool is [`Error::Misuse`].
+    pub fn map_range_into<T, R>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        range: std::ops::Range<T>,
+        output: &RawArray<R>,
+        chunksize: Option<usize>,
+    ) -> Result<()>
+    where
+        T: RangeItem,
+        R: AtomicValue,
+    {
+        let len = T::count(range.start, range.end) as usize;
+        let task = TaskFn::new(RangeIntoFn::<Ctx, T, R>::new(f));
+        self.map_into(task, RangeSource::new(range), output, len, chunksize)
+    }
+
+    /// [`Pool::map_array`] with each result stored by the worker straight into `output[i]` (see
+    /// [`Pool::map_range_into`]): shared array in, shared array out, nothing encoded or copied on
+    /// the way. Both arrays must be made before the pool and have the same length.
+    ///
+    /// ```
+    /// let data = mproc::RawArray::from_slice(&(0..1000u32).collect::<Vec<_>>())?;
+    /// let doubled = mproc::RawArray::<u64>::zeroed(1000)?;
+    /// let pool = mproc::Pool::new(2)?;
+    /// pool.map_array_into(|_, x: u32| u64::from(x) * 2, &data, &doubled, None)?;
+    /// assert_eq!(doubled.load(999), 1998);
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn map_array_into<T, R>(
+        &self,
+        f: fn(&Ctx, T) -> R,
+        array: &RawArray<T>,
+        output: &RawArray<R>,
+        chunksize: Option<usize>,
+    ) -> Result<()>
+    where
+        T: AtomicValue,
+        R: AtomicValue,
+    {
+        self.check_mapped(array, "map_array_into")?;
+        let source = RangeSource::indices(array.as_ptr().expose_provenance() as u64, array.len() as u64);
+        self.map_into(TaskFn::new(ArrayIntoFn::<Ctx, T, R>::new(f)), source, output, array.len(), chunksize)
     }
 
     /// [`Pool::map`] over the elements of a shared array, which the workers read themselves: a
@@ -362,16 +464,10 @@ impl<Ctx> Pool<Ctx> {
         T: AtomicValue,
         R: Serialize + DeserializeOwned + 'static,
     {
-        if array.mapping_serial() > self.core.borrow().mapped_before {
-            return Err(Error::Misuse(
-                "map_array: the array was created after the pool, so its workers do not have it mapped; \
-                 create it before PoolBuilder::build (e.g. in the context)"
-                    .into(),
-            ));
-        }
+        self.check_mapped(array, "map_array")?;
         let len = array.len();
         let source = RangeSource::indices(array.as_ptr().expose_provenance() as u64, len as u64);
-        self.map_indices(TaskFn::new(ArrayFn::<Ctx, T, R, Auto>::new(f)), source, len, chunksize)
+        self.map_indices::<R, Auto>(TaskFn::new(ArrayFn::<Ctx, T, R, Auto>::new(f)), source, len, chunksize, None)
     }
 
     /// [`Pool::map`] with a per-call value: `arg` is encoded once and sent once to each worker

@@ -312,6 +312,78 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
     run.out.finish();
 }
 
+/// The output array of a `*_into` map, as its per-call value carries it: the address a RawArray
+/// has in the parent and in its forks (mapped before the pool), and its length.
+fn into_target<R>(run: &mut ChunkRun<'_, '_>) -> Result<(*mut R, u64), String> {
+    let a = run.arg.take().ok_or("the output array's address never reached this worker")?;
+    let b: [u8; 16] = a.bytes.as_slice().try_into().map_err(|_| "the output array's address is not 16 bytes")?;
+    let (addr, len) =
+        (u64::from_le_bytes(b[..8].try_into().expect("8")), u64::from_le_bytes(b[8..].try_into().expect("8")));
+    Ok((std::ptr::with_exposed_provenance_mut::<R>(addr as usize), len))
+}
+
+/// The shared body of the `*_into` tasks: item `i` of the chunk is `input(index)`, and `f`'s
+/// result is stored at `index` of the output array, not sent back (the worker's answer per item
+/// is empty, so only failures cross the ring).
+fn run_into<Ctx, T, R: crate::AtomicValue>(
+    ctx: &Ctx,
+    run: &mut ChunkRun<'_, '_>,
+    f: fn(&Ctx, T) -> R,
+    input: impl Fn(u64) -> T,
+) {
+    let (out, len) = match into_target::<R>(run) {
+        Ok(t) => t,
+        Err(e) => return fail_items(run, &e),
+    };
+    let h = run.h;
+    if h.first + u64::from(h.end) > len {
+        return fail_items(run, "the chunk reaches past the output array");
+    }
+    let first = h.first;
+    run_each::<Ctx, u64, (), wire::Plain>(
+        ctx,
+        run,
+        h.start,
+        false,
+        |i| Ok(first + u64::from(i)),
+        |c, at| {
+            let v = f(c, input(at));
+            // SAFETY: `out` is the address of a RawArray<R> of `len` elements mapped before this
+            // worker was forked (checked by the parent), so mapped here at that address for the
+            // worker's life; `at < first + end ≤ len` (checked above). Stored atomically, so the
+            // parent's or other processes' atomic reads of it are no data race.
+            R::store(unsafe { R::as_atomic(out.add(at as usize)) }, v, Ordering::Relaxed);
+        },
+    );
+}
+
+/// `fn(&Ctx, T) -> R` over a range of integers, results stored into a shared array.
+pub(crate) struct RangeIntoFn<Ctx, T, R>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> Ctx>);
+fn_wrapper!(RangeIntoFn<Ctx, T, R>(fn(&Ctx, T) -> R));
+
+impl<Ctx, T: RangeItem, R: crate::AtomicValue> Task<Ctx> for RangeIntoFn<Ctx, T, R> {
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        let base = run.h.base;
+        run_into(ctx, run, self.0, |at| T::at(base, at));
+    }
+}
+
+/// `fn(&Ctx, T) -> R` over the elements of a shared array, results stored into another.
+pub(crate) struct ArrayIntoFn<Ctx, T, R>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> Ctx>);
+fn_wrapper!(ArrayIntoFn<Ctx, T, R>(fn(&Ctx, T) -> R));
+
+impl<Ctx, T: crate::AtomicValue, R: crate::AtomicValue> Task<Ctx> for ArrayIntoFn<Ctx, T, R> {
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        let base = std::ptr::with_exposed_provenance_mut::<T>(run.h.base as usize);
+        run_into(ctx, run, self.0, |at| {
+            // SAFETY: as in `ArrayFn`: `base` is a RawArray mapped before this worker, and the
+            // parent checked that the output (whose bounds `run_into` checks `at` against) has
+            // the input's length.
+            T::load(unsafe { T::as_atomic(base.add(at as usize)) }, Ordering::Relaxed)
+        });
+    }
+}
+
 /// Fails every item of the chunk as undecodable, with `msg`.
 fn fail_items(run: &mut ChunkRun<'_, '_>, msg: &str) {
     let h = run.h;
