@@ -467,6 +467,15 @@ fn map_range_into_and_map_array_into_store_every_result_in_place_and_report_fail
         assert!(matches!(err.root(), Error::TaskPanicked { task: 77, .. }), "{err}");
         assert!(matches!(err, Error::MapFailed { failed: 1, .. }), "{err}");
         assert_eq!((out.load(76), out.load(77), out.load(78)), (76, 12345, 78));
+        // Two panics in every chunk of 100: each fails alone, the rest of its chunk is stored.
+        let err = pool
+            .map_range_into(|_, x: u64| if x % 50 == 7 { panic!("no {x}") } else { x + 1 }, 0..n, &out, Some(100))
+            .unwrap_err();
+        assert!(matches!(err, Error::MapFailed { failed, .. } if failed as u64 == n / 50), "{err}");
+        assert!(matches!(err.root(), Error::TaskPanicked { task: 7, .. }), "{err}");
+        // SAFETY: the map is over and nothing else writes `out`.
+        let got = unsafe { out.as_slice() };
+        assert!(got.iter().enumerate().all(|(i, &v)| i % 50 == 7 || v == i as u64 + 1));
         // Wrong length, and arrays the workers do not have.
         assert!(matches!(pool.map_range_into(|_, x: u64| x, 0..11, &short, None), Err(Error::InvalidArgument(_))));
         assert!(matches!(pool.map_array_into(|_, x: u64| x, &data, &short, None), Err(Error::InvalidArgument(_))));

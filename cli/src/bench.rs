@@ -136,8 +136,11 @@ pub fn parallelism() -> mproc::Result<f64> {
     Ok(work.load() as f64 / solo)
 }
 
-/// Median seconds of `repeat` runs of `f` (each given a fresh input from `make`, outside the clock).
+/// Median seconds of `repeat` runs of `f` on a fresh `make()`, after one untimed warm-up run (so
+/// that no figure pays for first touches: a worker's first access to each page of a shared
+/// array, the allocator growing its heap).
 fn timed<I, O>(repeat: usize, make: impl Fn() -> I, mut f: impl FnMut(I) -> mproc::Result<O>) -> mproc::Result<f64> {
+    drop(std::hint::black_box(f(make())?));
     let mut times = Vec::with_capacity(repeat);
     for _ in 0..repeat {
         let input = make();

@@ -395,9 +395,21 @@ impl<Ctx> Pool<Ctx> {
     ///
     /// An `output` of another length than the range is [`Error::InvalidArgument`]; one made
     /// after the pool is [`Error::Misuse`].
-    pub fn map_range_into<T, R>(
+    ///
+    /// `f` is a closure that captures nothing, or a function's name: its type then has no bytes,
+    /// so the workers call it inlined into their loop, as threads would (a `fn` pointer would be
+    /// an indirect call per item). Anything else does not compile:
+    ///
+    /// ```compile_fail
+    /// # let out = mproc::RawArray::<u64>::zeroed(10)?;
+    /// # let pool = mproc::Pool::new(2)?;
+    /// let f: fn(&(), u64) -> u64 = |_, x| x; // a fn pointer: 8 bytes
+    /// pool.map_range_into(f, 0..10u64, &out, None)?;
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn map_range_into<T, R, F>(
         &self,
-        f: fn(&Ctx, T) -> R,
+        f: F,
         range: std::ops::Range<T>,
         output: &RawArray<R>,
         chunksize: Option<usize>,
@@ -405,15 +417,17 @@ impl<Ctx> Pool<Ctx> {
     where
         T: RangeItem,
         R: AtomicValue,
+        F: Fn(&Ctx, T) -> R + Copy + 'static,
     {
         let len = T::count(range.start, range.end) as usize;
-        let task = TaskFn::new(RangeIntoFn::<Ctx, T, R>::new(f));
+        let task = TaskFn::new(RangeIntoFn::<Ctx, T, R, F>::new(f));
         self.map_into(task, RangeSource::new(range), output, len, chunksize)
     }
 
     /// [`Pool::map_array`] with each result stored by the worker straight into `output[i]` (see
     /// [`Pool::map_range_into`]): shared array in, shared array out, nothing encoded or copied on
-    /// the way. Both arrays must be made before the pool and have the same length.
+    /// the way. Both arrays must be made before the pool and have the same length; `f` is a
+    /// closure that captures nothing or a function's name, as for [`Pool::map_range_into`].
     ///
     /// ```
     /// let data = mproc::RawArray::from_slice(&(0..1000u32).collect::<Vec<_>>())?;
@@ -423,9 +437,9 @@ impl<Ctx> Pool<Ctx> {
     /// assert_eq!(doubled.load(999), 1998);
     /// # Ok::<(), mproc::Error>(())
     /// ```
-    pub fn map_array_into<T, R>(
+    pub fn map_array_into<T, R, F>(
         &self,
-        f: fn(&Ctx, T) -> R,
+        f: F,
         array: &RawArray<T>,
         output: &RawArray<R>,
         chunksize: Option<usize>,
@@ -433,10 +447,11 @@ impl<Ctx> Pool<Ctx> {
     where
         T: AtomicValue,
         R: AtomicValue,
+        F: Fn(&Ctx, T) -> R + Copy + 'static,
     {
         self.check_mapped(array, "map_array_into")?;
         let source = RangeSource::indices(array.as_ptr().expose_provenance() as u64, array.len() as u64);
-        self.map_into(TaskFn::new(ArrayIntoFn::<Ctx, T, R>::new(f)), source, output, array.len(), chunksize)
+        self.map_into(TaskFn::new(ArrayIntoFn::<Ctx, T, R, F>::new(f)), source, output, array.len(), chunksize)
     }
 
     /// [`Pool::map`] over the elements of a shared array, which the workers read themselves: a

@@ -323,12 +323,15 @@ fn into_target<R>(run: &mut ChunkRun<'_, '_>) -> Result<(*mut R, u64), String> {
 }
 
 /// The shared body of the `*_into` tasks: item `i` of the chunk is `input(index)`, and `f`'s
-/// result is stored at `index` of the output array, not sent back (the worker's answer per item
-/// is empty, so only failures cross the ring).
+/// result is stored at `index` of the output array, not sent back. A loop of its own, tighter
+/// than `run_each`'s: per item it marks the task started and current (what the timeout check and
+/// a death's verdict read), calls `f` and stores the result; the record counts the successes in
+/// one step (they carry no bytes), so only failures cross the ring. A death after an item's
+/// store and before the next item is marked blames that item, whose result is already in place.
 fn run_into<Ctx, T, R: crate::AtomicValue>(
     ctx: &Ctx,
     run: &mut ChunkRun<'_, '_>,
-    f: fn(&Ctx, T) -> R,
+    f: impl Fn(&Ctx, T) -> R,
     input: impl Fn(u64) -> T,
 ) {
     let (out, len) = match into_target::<R>(run) {
@@ -339,43 +342,116 @@ fn run_into<Ctx, T, R: crate::AtomicValue>(
     if h.first + u64::from(h.end) > len {
         return fail_items(run, "the chunk reaches past the output array");
     }
-    let first = h.first;
-    run_each::<Ctx, u64, (), wire::Plain>(
-        ctx,
-        run,
-        h.start,
-        false,
-        |i| Ok(first + u64::from(i)),
-        |c, at| {
-            let v = f(c, input(at));
-            // SAFETY: `out` is the address of a RawArray<R> of `len` elements mapped before this
-            // worker was forked (checked by the parent), so mapped here at that address for the
-            // worker's life; `at < first + end ≤ len` (checked above). Stored atomically, so the
-            // parent's or other processes' atomic reads of it are no data race.
-            R::store(unsafe { R::as_atomic(out.add(at as usize)) }, v, Ordering::Relaxed);
-        },
-    );
+    let shared = run.shared;
+    run.out.begin(h.job, h.first + u64::from(h.start), h.seq, h.end - h.start);
+    let mut from = h.start;
+    while from < h.end {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut started = shared.started.load(Ordering::Relaxed);
+            for i in from..h.end {
+                let at = h.first + u64::from(i);
+                started += 1;
+                shared.started.store(started, Ordering::Relaxed);
+                shared.current_item.store(at + 1, Ordering::Relaxed);
+                let v = f(ctx, input(at));
+                // SAFETY: `out` is the address of a RawArray<R> of `len` elements mapped before
+                // this worker was forked (checked by the parent), so mapped here at that address
+                // for the worker's life; `at < first + end ≤ len` (checked above). Stored
+                // atomically, so other processes' atomic reads of it are no data race.
+                R::store(unsafe { R::as_atomic(out.add(at as usize)) }, v, Ordering::Relaxed);
+            }
+        }));
+        match r {
+            Ok(()) => {
+                run.out.push_empty(h.end - from);
+                break;
+            }
+            Err(p) => {
+                // The item that panicked is the one marked current.
+                let failed = (shared.current_item.load(Ordering::Relaxed) - 1 - h.first) as u32;
+                run.out.push_empty(failed - from);
+                run.out.item_err(wire::PANICKED, &take_panic_message(&*p));
+                from = failed + 1;
+            }
+        }
+    }
+    shared.current_item.store(0, Ordering::Relaxed);
+    run.out.finish();
 }
 
-/// `fn(&Ctx, T) -> R` over a range of integers, results stored into a shared array.
-pub(crate) struct RangeIntoFn<Ctx, T, R>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> Ctx>);
-fn_wrapper!(RangeIntoFn<Ctx, T, R>(fn(&Ctx, T) -> R));
+/// The one value of `F`, a zero-sized function type — a closure that captures nothing, or a
+/// function's name — in a worker. Such a type has no bytes, so the worker needs only the type to
+/// call it, and the call is inlined into the loop over a chunk (a `fn` pointer is an indirect
+/// call per item). [`ZstFn::new`] checks the size at compile time.
+fn conjure<F: Copy>() -> F {
+    const { assert!(std::mem::size_of::<F>() == 0) };
+    // SAFETY: `F` is zero-sized (asserted), so reading one reads no bytes: a dangling, aligned
+    // pointer is valid for it. `F` is `Copy` and the parent handed the pool a value of it
+    // (`ZstFn::new`), so this is a copy of that value, not one made up: a closure that captures
+    // nothing, or a function item, whose only content is its code, which the worker (a fork of
+    // the parent) has.
+    unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
+}
 
-impl<Ctx, T: RangeItem, R: crate::AtomicValue> Task<Ctx> for RangeIntoFn<Ctx, T, R> {
-    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
-        let base = run.h.base;
-        run_into(ctx, run, self.0, |at| T::at(base, at));
+/// A task wrapper around a zero-sized function type `F` (see [`conjure`]); one `usize` wide, as
+/// [`TaskFn::new`] wants, though the word carries nothing.
+/// `K` says where the items come from ([`OverRange`], [`OverArray`]).
+pub(crate) struct ZstFn<Ctx, K, T, R, F>(
+    #[allow(dead_code, reason = "only there to make the wrapper one word, as TaskFn::new wants")] usize,
+    PhantomData<Types<Ctx, K, T, R, F>>,
+);
+
+/// The types a [`ZstFn`] stands for (`fn() -> …`: no ownership, no auto-trait effects).
+type Types<Ctx, K, T, R, F> = fn() -> (Ctx, K, T, R, F);
+
+impl<Ctx, K, T, R, F> Clone for ZstFn<Ctx, K, T, R, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<Ctx, K, T, R, F> Copy for ZstFn<Ctx, K, T, R, F> {}
+
+impl<Ctx, K, T, R, F: Fn(&Ctx, T) -> R + Copy> ZstFn<Ctx, K, T, R, F> {
+    /// Fails to compile unless `F` is zero-sized: a closure that captures nothing, or a
+    /// function's name, not a `fn` pointer or a capturing closure.
+    pub(crate) fn new(f: F) -> Self {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "the _into maps take a closure that captures nothing, or a function's name: \
+                 not a fn pointer or a closure with captures (give per-call values through the context)"
+            )
+        };
+        let _ = f;
+        ZstFn(0, PhantomData)
     }
 }
 
-/// `fn(&Ctx, T) -> R` over the elements of a shared array, results stored into another.
-pub(crate) struct ArrayIntoFn<Ctx, T, R>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> Ctx>);
-fn_wrapper!(ArrayIntoFn<Ctx, T, R>(fn(&Ctx, T) -> R));
+/// Marks a [`ZstFn`] over a range of integers.
+pub(crate) struct OverRange;
+/// Marks a [`ZstFn`] over a shared array's elements.
+pub(crate) struct OverArray;
 
-impl<Ctx, T: crate::AtomicValue, R: crate::AtomicValue> Task<Ctx> for ArrayIntoFn<Ctx, T, R> {
+/// `F` over a range of integers, results stored into a shared array.
+pub(crate) type RangeIntoFn<Ctx, T, R, F> = ZstFn<Ctx, OverRange, T, R, F>;
+/// `F` over the elements of a shared array, results stored into another.
+pub(crate) type ArrayIntoFn<Ctx, T, R, F> = ZstFn<Ctx, OverArray, T, R, F>;
+
+impl<Ctx, T: RangeItem, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Copy> Task<Ctx>
+    for ZstFn<Ctx, OverRange, T, R, F>
+{
+    fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
+        let base = run.h.base;
+        run_into(ctx, run, conjure::<F>(), |at| T::at(base, at));
+    }
+}
+
+impl<Ctx, T: crate::AtomicValue, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Copy> Task<Ctx>
+    for ZstFn<Ctx, OverArray, T, R, F>
+{
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let base = std::ptr::with_exposed_provenance_mut::<T>(run.h.base as usize);
-        run_into(ctx, run, self.0, |at| {
+        run_into(ctx, run, conjure::<F>(), |at| {
             // SAFETY: as in `ArrayFn`: `base` is a RawArray mapped before this worker, and the
             // parent checked that the output (whose bounds `run_into` checks `at` against) has
             // the input's length.

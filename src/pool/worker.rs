@@ -173,6 +173,12 @@ impl<'a> ResultWriter<'a> {
         self.committed = len + n;
     }
 
+    /// Appends `n` successful results of no bytes (a `*_into` map's: the results went into the
+    /// output array).
+    pub(crate) fn push_empty(&mut self, n: u32) {
+        self.count += n;
+    }
+
     /// The task index the next result (or failure) recorded will belong to.
     pub(crate) fn next_index(&self) -> u64 {
         self.first + u64::from(self.count)
