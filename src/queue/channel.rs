@@ -248,19 +248,8 @@ pub struct Queue<T> {
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
-        Queue {
-            lock: self.lock.clone(),
-            put_lock: self.put_lock.clone(),
-            st: self.st.clone(),
-            buf: self.buf.clone(),
-            capacity: self.capacity,
-            slot: self.slot,
-            seen_head: AtomicU64::new(0),
-            seen_tail: AtomicU64::new(0),
-            joinable: self.joinable,
-            my_slot: AtomicU64::new(0),
-            _t: PhantomData,
-        }
+        let parts = (self.lock.clone(), self.put_lock.clone(), self.st.clone(), self.buf.clone());
+        Queue { joinable: self.joinable, ..Queue::from_parts(parts, self.capacity, self.slot) }
     }
 }
 
@@ -431,7 +420,14 @@ impl<T> Queue<T> {
             None => (Lock::new()?, Lock::new()?, ShmBox::new(state)?, RawArray::zeroed(bytes)?),
             Some(a) => (Lock::new_in(a)?, Lock::new_in(a)?, a.alloc(state)?, RawArray::zeroed_in(a, bytes)?),
         };
-        Ok(Queue {
+        Ok(Queue::from_parts((lock, put_lock, st, buf), capacity, slot))
+    }
+
+    /// A handle on a queue's shared parts (consumers' lock, producers' lock, state, slots), with
+    /// this handle's own fields fresh: no index seen yet, no consumer slot, not joinable.
+    fn from_parts(parts: (Lock, Lock, ShmBox<State>, RawArray<u8>), capacity: usize, slot: usize) -> Queue<T> {
+        let (lock, put_lock, st, buf) = parts;
+        Queue {
             lock,
             put_lock,
             st,
@@ -443,7 +439,7 @@ impl<T> Queue<T> {
             joinable: false,
             my_slot: AtomicU64::new(0),
             _t: PhantomData,
-        })
+        }
     }
 
     /// Largest encoded item it takes.
@@ -1043,19 +1039,13 @@ impl<T> Queue<T> {
         // SAFETY: per the caller: its locks, its state (atomics only), its buffer of plain
         // bytes (any bits valid; accessed under a lock, lengths checked on every read).
         unsafe {
-            Ok(Queue {
-                lock: Lock::rebuild_at(r, 0, false)?,
-                put_lock: Lock::rebuild_at(r, 5, false)?,
-                st: r.part::<State>(1)?,
-                buf: RawArray::from_box(r.slice(2, buf_len)?),
-                capacity,
-                slot,
-                seen_head: AtomicU64::new(0),
-                seen_tail: AtomicU64::new(0),
-                joinable: false,
-                my_slot: AtomicU64::new(0),
-                _t: PhantomData,
-            })
+            let parts = (
+                Lock::rebuild_at(r, 0, false)?,
+                Lock::rebuild_at(r, 5, false)?,
+                r.part::<State>(1)?,
+                RawArray::from_box(r.slice(2, buf_len)?),
+            );
+            Ok(Queue::from_parts(parts, capacity, slot))
         }
     }
 }
