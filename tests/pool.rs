@@ -479,6 +479,8 @@ fn map_range_into_and_map_array_into_store_every_result_in_place_and_report_fail
         // Wrong length, and arrays the workers do not have.
         assert!(matches!(pool.map_range_into(|_, x: u64| x, 0..11, &short, None), Err(Error::InvalidArgument(_))));
         assert!(matches!(pool.map_array_into(|_, x: u64| x, &data, &short, None), Err(Error::InvalidArgument(_))));
+        // In place is refused (after a worker's death, items sent again would read results).
+        assert!(matches!(pool.map_array_into(|_, x: u64| x, &data, &data, None), Err(Error::InvalidArgument(_))));
         let late = mproc::RawArray::<u64>::zeroed(10).unwrap();
         assert!(matches!(pool.map_range_into(|_, x: u64| x, 0..10, &late, None), Err(Error::Misuse(_))));
         assert!(matches!(pool.map_array_into(|_, x: u64| x, &late, &short, None), Err(Error::Misuse(_))));

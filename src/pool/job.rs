@@ -119,9 +119,6 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
                 *count += 1;
             }
             self.pulling = false;
-            if *count == 0 {
-                *first = None;
-            }
             return;
         }
         while (*count as usize) < max_items && *count < u32::MAX {
@@ -199,7 +196,8 @@ impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
             let message = crate::process::panic_message(&*p);
             rejected.push((idx, Error::SourcePanicked { task: idx, message }));
         }
-        first.map(|f| Chunk { first: f, count, base: 0, flags: 0 })
+        // Never a chunk of no items (a first pull that panicked): no worker would answer it.
+        first.filter(|_| count > 0).map(|f| Chunk { first: f, count, base: 0, flags: 0 })
     }
 
     fn produced(&self) -> u64 {
@@ -820,4 +818,26 @@ fn parse<'a>(h: &ResultHeader, body: &'a [u8]) -> Result<Answer<'a>> {
         failed.push((idx, e));
     }
     Ok(Answer { first: h.first, count: h.count, ok, failed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::wire::{Auto, ChunkBytes};
+
+    /// Regression: a plain-item source (numbers) whose iterator panics on a chunk's first pull
+    /// made a chunk of no items, which was sent and then stayed in flight for ever (no worker
+    /// answers a chunk with nothing in it).
+    #[test]
+    fn a_plain_source_panicking_on_a_chunks_first_pull_makes_no_chunk() {
+        let iter = (0..10u64).map(|x| if x == 4 { panic!("source broke at {x}") } else { x });
+        let mut src = IterSource::<_, Auto>::new(iter);
+        let (mut buf, mut rejected) = (ChunkBytes::default(), Vec::new());
+        let limits = Limits { item: 1 << 20, chunk: 1 << 20 };
+        let first = src.next_chunk(&mut buf, 4, limits, &mut rejected).expect("items 0..4");
+        assert_eq!((first.first, first.count, buf.len()), (0, 4, 32));
+        assert!(src.next_chunk(&mut buf, 4, limits, &mut rejected).is_none(), "an empty chunk was made");
+        assert!(matches!(rejected[..], [(4, Error::SourcePanicked { task: 4, .. })]), "{rejected:?}");
+        assert!(src.exhausted());
+    }
 }

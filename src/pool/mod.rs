@@ -417,7 +417,7 @@ impl<Ctx> Pool<Ctx> {
     where
         T: RangeItem,
         R: AtomicValue,
-        F: Fn(&Ctx, T) -> R + Copy + 'static,
+        F: Fn(&Ctx, T) -> R + Copy + Send + 'static,
     {
         let len = T::count(range.start, range.end) as usize;
         let task = TaskFn::new(RangeIntoFn::<Ctx, T, R, F>::new(f));
@@ -426,8 +426,9 @@ impl<Ctx> Pool<Ctx> {
 
     /// [`Pool::map_array`] with each result stored by the worker straight into `output[i]` (see
     /// [`Pool::map_range_into`]): shared array in, shared array out, nothing encoded or copied on
-    /// the way. Both arrays must be made before the pool and have the same length; `f` is a
-    /// closure that captures nothing or a function's name, as for [`Pool::map_range_into`].
+    /// the way. Both arrays must be made before the pool, have the same length and be apart (in
+    /// place is [`Error::InvalidArgument`]); `f` is a closure that captures nothing or a
+    /// function's name, as for [`Pool::map_range_into`].
     ///
     /// ```
     /// let data = mproc::RawArray::from_slice(&(0..1000u32).collect::<Vec<_>>())?;
@@ -447,9 +448,20 @@ impl<Ctx> Pool<Ctx> {
     where
         T: AtomicValue,
         R: AtomicValue,
-        F: Fn(&Ctx, T) -> R + Copy + 'static,
+        F: Fn(&Ctx, T) -> R + Copy + Send + 'static,
     {
         self.check_mapped(array, "map_array_into")?;
+        // In place would be wrong after a worker's death: the items of its chunk that are sent
+        // again would read results instead of inputs.
+        let (a, o) = (array.as_ptr() as usize, output.as_ptr() as usize);
+        let (a_end, o_end) = (a + array.len() * size_of::<T>(), o + output.len() * size_of::<R>());
+        if a < a_end && o < o_end && a < o_end && o < a_end {
+            return Err(Error::InvalidArgument(
+                "map_array_into: the output overlaps the input array; in place is not supported \
+                 (items sent again after a worker's death would read results instead of inputs)"
+                    .into(),
+            ));
+        }
         let source = RangeSource::indices(array.as_ptr().expose_provenance() as u64, array.len() as u64);
         self.map_into(TaskFn::new(ArrayIntoFn::<Ctx, T, R, F>::new(f)), source, output, array.len(), chunksize)
     }

@@ -383,13 +383,14 @@ fn run_into<Ctx, T, R: crate::AtomicValue>(
 /// function's name — in a worker. Such a type has no bytes, so the worker needs only the type to
 /// call it, and the call is inlined into the loop over a chunk (a `fn` pointer is an indirect
 /// call per item). [`ZstFn::new`] checks the size at compile time.
-fn conjure<F: Copy>() -> F {
+fn conjure<F: Copy + Send>() -> F {
     const { assert!(std::mem::size_of::<F>() == 0) };
     // SAFETY: `F` is zero-sized (asserted), so reading one reads no bytes: a dangling, aligned
-    // pointer is valid for it. `F` is `Copy` and the parent handed the pool a value of it
-    // (`ZstFn::new`), so this is a copy of that value, not one made up: a closure that captures
-    // nothing, or a function item, whose only content is its code, which the worker (a fork of
-    // the parent) has.
+    // pointer is valid for it. What this stands for is a copy of the value the parent handed the
+    // pool (`ZstFn::new` takes one), sent to the worker as its bytes — none: `F: Copy` allows the
+    // copy, `F: Send` allows it to go to another thread of control. A zero-sized `F` may also be
+    // a closure capturing a zero-sized `Copy + Send` token; duplicating that is what its `Copy`
+    // already permits.
     unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() }
 }
 
@@ -411,7 +412,7 @@ impl<Ctx, K, T, R, F> Clone for ZstFn<Ctx, K, T, R, F> {
 }
 impl<Ctx, K, T, R, F> Copy for ZstFn<Ctx, K, T, R, F> {}
 
-impl<Ctx, K, T, R, F: Fn(&Ctx, T) -> R + Copy> ZstFn<Ctx, K, T, R, F> {
+impl<Ctx, K, T, R, F: Fn(&Ctx, T) -> R + Copy + Send> ZstFn<Ctx, K, T, R, F> {
     /// Fails to compile unless `F` is zero-sized: a closure that captures nothing, or a
     /// function's name, not a `fn` pointer or a capturing closure.
     pub(crate) fn new(f: F) -> Self {
@@ -437,7 +438,7 @@ pub(crate) type RangeIntoFn<Ctx, T, R, F> = ZstFn<Ctx, OverRange, T, R, F>;
 /// `F` over the elements of a shared array, results stored into another.
 pub(crate) type ArrayIntoFn<Ctx, T, R, F> = ZstFn<Ctx, OverArray, T, R, F>;
 
-impl<Ctx, T: RangeItem, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Copy> Task<Ctx>
+impl<Ctx, T: RangeItem, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Copy + Send> Task<Ctx>
     for ZstFn<Ctx, OverRange, T, R, F>
 {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
@@ -446,7 +447,7 @@ impl<Ctx, T: RangeItem, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Copy> Task<
     }
 }
 
-impl<Ctx, T: crate::AtomicValue, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Copy> Task<Ctx>
+impl<Ctx, T: crate::AtomicValue, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Copy + Send> Task<Ctx>
     for ZstFn<Ctx, OverArray, T, R, F>
 {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
