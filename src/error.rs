@@ -75,8 +75,9 @@ pub enum Error {
         message: String,
     },
 
-    /// A task's argument or result is larger than the Pool's message limit.
-    #[error("the {what} of task {task} is {size} bytes; the pool's limit is {limit} (PoolBuilder::max_message_bytes)")]
+    /// A task's argument or result is larger than the Pool's message limit; or a queue item or
+    /// pipe message larger than its slots (`task` is 0 then).
+    #[error("{}", describe_too_large(.what, *.task, *.size, *.limit))]
     MessageTooLarge {
         /// `"argument"` or `"result"`.
         what: &'static str,
@@ -374,6 +375,17 @@ pub enum Error {
     /// File I/O failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+fn describe_too_large(what: &str, task: u64, size: usize, limit: usize) -> String {
+    match what {
+        "argument" | "result" | "per-call value" => {
+            format!(
+                "the {what} of task {task} is {size} bytes; the pool's limit is {limit} (PoolBuilder::max_message_bytes)"
+            )
+        }
+        _ => format!("the {what} is {size} bytes; the limit is {limit}"),
+    }
 }
 
 fn describe_end(signal: Option<Signal>, code: Option<i32>) -> String {

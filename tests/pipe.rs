@@ -71,5 +71,15 @@ fn one_way_pipes_poll_timeouts_and_ends_shared_by_two_processes_are_clear_errors
         assert!(p.join().unwrap().success());
         let big = Pipe::builder().max_message_bytes(100).build().unwrap();
         assert!(matches!(big.0.send_bytes(&[0; 200]), Err(Error::MessageTooLarge { .. })));
+        // The limit is exact: a message of 100 bytes crosses whole, 101 is refused and says 100.
+        let msg: Vec<u8> = (0..100u8).collect();
+        big.0.send_bytes(&msg).unwrap();
+        assert_eq!(big.1.recv_bytes().unwrap(), msg);
+        assert!(matches!(big.0.send_bytes(&[7; 101]), Err(Error::MessageTooLarge { size: 101, limit: 100, .. })));
+        // Empty messages too, and serde values through the same bytes.
+        big.0.send_bytes(&[]).unwrap();
+        assert!(big.1.recv_bytes().unwrap().is_empty());
+        big.1.send(&("pipe", 3u8)).unwrap();
+        assert_eq!(big.0.recv::<(String, u8)>().unwrap(), ("pipe".to_owned(), 3));
     });
 }

@@ -681,6 +681,24 @@ impl<T> Queue<T> {
     }
 }
 
+impl<T> Queue<T> {
+    /// A message of raw bytes, copied into the slot as it is (no encoding): the [`Pipe`]'s
+    /// messages, whose queues only ever carry these. Waits for room until `deadline`.
+    ///
+    /// [`Pipe`]: crate::Pipe
+    pub(crate) fn put_bytes_until(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<(), PutError<()>> {
+        self.put_raw((), bytes.len(), deadline, true, |_, dst| {
+            // SAFETY: `put_raw` hands a slot of at least `bytes.len()` bytes, its own under the lock.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
+        })
+    }
+
+    /// The next message of raw bytes ([`Queue::put_bytes_until`]'s), copied out of its slot.
+    pub(crate) fn get_bytes_until(&self, deadline: Option<Instant>) -> Result<Vec<u8>> {
+        self.get_raw(deadline, true, |b| Ok(b.to_vec()))
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
         let bytes = match postcard::to_allocvec(&item) {

@@ -1,5 +1,7 @@
 //! [`Pipe`]: two connected [`Connection`]s, like Python's `multiprocessing.Pipe()`, over two
-//! shared-memory [`Queue`]s of byte messages (one per direction) instead of a socket pair.
+//! shared-memory [`Queue`]s of byte messages (one per direction) instead of a socket pair. A
+//! message's bytes go into a slot as they are, with no encoding around them (as a serde
+//! `Vec<u8>` they were written and read one byte at a time: 1 MiB took milliseconds).
 //!
 //! An end belongs to the first process that uses it (sends, receives or polls). When that
 //! process drops its end, or dies, the other end's `recv` returns [`Error::Disconnected`] once
@@ -88,8 +90,8 @@ impl Pipe {
             owner: [AtomicI32::new(0), AtomicI32::new(0)],
             closed: [AtomicU32::new(0), AtomicU32::new(0)],
         })?;
-        // The length prefix of Vec<u8> takes up to 10 bytes.
-        let q = || Queue::<Vec<u8>>::with_max_item_bytes(self.capacity, self.max_message_bytes + 10);
+        // Raw byte messages (`put_bytes_until`): a slot holds exactly the largest message.
+        let q = || Queue::<Vec<u8>>::with_max_item_bytes(self.capacity, self.max_message_bytes);
         let to_1 = q()?; // end 0 sends, end 1 receives
         let to_0 = if self.duplex { Some(q()?) } else { None };
         let a = Connection {
@@ -97,12 +99,14 @@ impl Pipe {
             me: 0,
             rx: Some(to_0.clone().unwrap_or_else(|| to_1.clone())),
             tx: if self.duplex { Some(to_1.clone()) } else { None },
+            max: self.max_message_bytes,
         };
         let b = Connection {
             ends,
             me: 1,
             rx: if self.duplex { Some(to_1.clone()) } else { None },
             tx: Some(to_0.unwrap_or(to_1)),
+            max: self.max_message_bytes,
         };
         Ok((a, b))
     }
@@ -130,6 +134,8 @@ pub struct Connection {
     me: usize,
     rx: Option<Queue<Vec<u8>>>,
     tx: Option<Queue<Vec<u8>>>,
+    /// [`Pipe::max_message_bytes`] (the slots may hold a little more: they are whole words).
+    max: usize,
 }
 
 impl fmt::Debug for Connection {
@@ -169,14 +175,16 @@ impl Connection {
     pub fn send_bytes(&self, bytes: &[u8]) -> Result<()> {
         self.claim()?;
         let tx = self.tx.as_ref().ok_or_else(|| Error::Misuse("this end of a one-way pipe only receives".into()))?;
-        let mut msg = bytes.to_vec();
+        if bytes.len() > self.max {
+            return Err(Error::MessageTooLarge { what: "pipe message", task: 0, size: bytes.len(), limit: self.max });
+        }
         loop {
             if self.peer_gone() {
                 return Err(Error::Disconnected);
             }
-            match tx.put_timeout(msg, DEATH_CHECK) {
+            match tx.put_bytes_until(bytes, Some(Instant::now() + DEATH_CHECK)) {
                 Ok(()) => return Ok(()),
-                Err(PutError::Timeout(back)) => msg = back,
+                Err(PutError::Timeout(())) => {}
                 Err(e) => return Err(e.into()),
             }
         }
@@ -200,7 +208,7 @@ impl Connection {
                 None => DEATH_CHECK,
                 Some(d) => d.saturating_duration_since(Instant::now()).min(DEATH_CHECK),
             };
-            match rx.get_timeout(slice) {
+            match rx.get_bytes_until(Some(Instant::now() + slice)) {
                 Ok(m) => return Ok(m),
                 Err(Error::Timeout) => {}
                 Err(e) => return Err(e),
