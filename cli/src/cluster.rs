@@ -84,6 +84,17 @@ pub fn backend(flag: Option<&str>) -> Option<String> {
     })
 }
 
+/// The cluster at `url` and how many workers serve it; an error naming the command to start one
+/// when none does.
+fn connect_served(url: &str) -> crate::Result<(ClusterPool, usize)> {
+    let pool = ClusterPool::connect(url)?;
+    let workers = pool.workers()?;
+    if workers == 0 {
+        return Err(format!("no worker is serving {url}: start one with `mproc worker --connect {url}`").into());
+    }
+    Ok((pool, workers))
+}
+
 /// `verify-primes --backend redis://…`: each number's divisors split into interleaved ranges,
 /// one chunk each, on whatever workers are connected.
 pub fn verify_primes(
@@ -94,11 +105,7 @@ pub fn verify_primes(
     repeat: usize,
     json: bool,
 ) -> crate::Result<()> {
-    let pool = ClusterPool::connect(url)?;
-    let workers = pool.workers()?;
-    if workers == 0 {
-        return Err(format!("no worker is serving {url}: start one with `mproc worker --connect {url}`").into());
-    }
+    let (pool, workers) = connect_served(url)?;
     let parts = parts.unwrap_or(workers);
     // The poll interval as for the local flags: at most 1 % of the work (the flag is local memory).
     let per_64 = Duration::from_secs_f64(primes::iteration_ns(kernel) * 64e-9);
@@ -172,11 +179,7 @@ pub fn primes(
     repeat: usize,
     json: bool,
 ) -> crate::Result<()> {
-    let pool = ClusterPool::connect(url)?;
-    let workers = pool.workers()?;
-    if workers == 0 {
-        return Err(format!("no worker is serving {url}: start one with `mproc worker --connect {url}`").into());
-    }
+    let (pool, workers) = connect_served(url)?;
     let task = if kernel == Kernel::Fast { IS_PRIME_FAST } else { IS_PRIME_PLAIN };
     let numbers = find_primes::numbers(lo, hi, false);
     let want = find_primes::sieve_count(lo, hi);

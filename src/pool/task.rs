@@ -451,13 +451,11 @@ impl<Ctx, T: crate::AtomicValue, R: crate::AtomicValue, F: Fn(&Ctx, T) -> R + Co
     for ZstFn<Ctx, OverArray, T, R, F>
 {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
-        let base = std::ptr::with_exposed_provenance_mut::<T>(run.h.base as usize);
-        run_into(ctx, run, conjure::<F>(), |at| {
-            // SAFETY: as in `ArrayFn`: `base` is a RawArray mapped before this worker, and the
-            // parent checked that the output (whose bounds `run_into` checks `at` against) has
-            // the input's length.
-            T::load(unsafe { T::as_atomic(base.add(at as usize)) }, Ordering::Relaxed)
-        });
+        let base = run.h.base;
+        // SAFETY: `Pool::map_array_into` sent this chunk: the index range is the array's (the
+        // parent checked that the output, whose bounds `run_into` checks `at` against, has the
+        // input's length).
+        run_into(ctx, run, conjure::<F>(), |at| unsafe { array_element::<T>(base, at) });
     }
 }
 
@@ -519,6 +517,21 @@ impl<Ctx, T: RangeItem, R, WO: Wire<R>> Task<Ctx> for RangeFn<Ctx, T, R, WO> {
     }
 }
 
+/// Element `at` of the RawArray whose address a chunk header's `base` carries. The parent exposed
+/// the address (`as_ptr() as usize`) and the worker, its fork, has the same mapping at the same
+/// address: the pointer is taken back with that provenance. Read atomically, so concurrent atomic
+/// stores to the array are not a data race.
+///
+/// # Safety
+/// `base` is the address of a RawArray<T> mapped before this worker was forked (so mapped here,
+/// at that address, for the worker's life), and `at` is below its length.
+#[inline]
+unsafe fn array_element<T: crate::AtomicValue>(base: u64, at: u64) -> T {
+    let p = std::ptr::with_exposed_provenance_mut::<T>(base as usize);
+    // SAFETY: per the contract, `p + at` is an element of a live, aligned RawArray<T>.
+    T::load(unsafe { T::as_atomic(p.add(at as usize)) }, Ordering::Relaxed)
+}
+
 /// `fn(&Ctx, T) -> R` over the elements of a [`crate::RawArray`] the workers have mapped: items
 /// are read from shared memory by index (the chunk header's `base` is the array's address).
 pub(crate) struct ArrayFn<Ctx, T, R, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> WO>);
@@ -527,17 +540,8 @@ fn_wrapper!(ArrayFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
 impl<Ctx, T: crate::AtomicValue, R, WO: Wire<R>> Task<Ctx> for ArrayFn<Ctx, T, R, WO> {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
-        // The parent exposed the array's address (`as_ptr() as usize`) and the worker, its fork,
-        // has the same mapping at the same address: take the pointer back with that provenance.
-        let base = std::ptr::with_exposed_provenance_mut::<T>(h.base as usize);
-        let item = |i: u32| {
-            let at = (h.first + u64::from(i)) as usize;
-            // SAFETY: `Pool::map_array` sent this chunk: `base` is the address of a RawArray whose
-            // mapping predates this worker (so it is mapped here, at that address, for the
-            // worker's life), and `at` is below its length. Elements are read atomically, so
-            // concurrent atomic stores to the array are not a data race.
-            Ok(T::load(unsafe { T::as_atomic(base.add(at)) }, Ordering::Relaxed))
-        };
+        // SAFETY: `Pool::map_array` sent this chunk: the index range is the array's.
+        let item = |i: u32| Ok(unsafe { array_element::<T>(h.base, h.first + u64::from(i)) });
         run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, self.0);
     }
 }
