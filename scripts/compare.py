@@ -332,6 +332,10 @@ def queue(mproc, repeat, py_repeat, quick):
                         q = o / m if lower_better else m / o
                     line += f" {num(o, 11, d)} {ratio(q)}"
                 print(line)
+    floor = [(b, r["round_trip_us"]) for (bench, t, b), r in sorted(at.items()) if bench == "queue" and t == "atomic floor"]
+    if floor:
+        print("floor, one shared word handed back and forth in the same rounds (round trip µs): "
+              + ", ".join(f"{num(f, 0, 3).strip()} ({size(b)} rounds)" for b, f in floor))
     wake = [(t, at.get(("queue_wake", t, 8), {}).get("wake_us")) for t in ("Queue", "Queue plain")]
     wake += [(n, py.get(("queue_wake", n, 8), {}).get("wake_us")) for n, _ in py_peers]
     print("blocked get woken by a put (µs, median): " + ", ".join(f"{t} {num(w, 0, 1).strip()}" for t, w in wake))

@@ -1,7 +1,8 @@
 //! `mproc bench queue`: ping-pong latency and one-way throughput (1→1 and 2→2 processes) of
 //! mproc's `Queue` (serde and its plain-data path) and `Pipe` beside a Unix socket pair and
 //! ipc-channel, between forked processes, measured the same way in the same run; and how soon a
-//! `get` asleep in the futex returns after a `put`.
+//! `get` asleep in the futex returns after a `put`; beside the round trips, the floor under them
+//! all: one shared word handed back and forth.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -95,21 +96,19 @@ fn queue_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let (there, back) = (Queue::<String>::with_max_item_bytes(4, max)?, Queue::<String>::with_max_item_bytes(4, max)?);
     let mut echo = Process::spawn(|| -> mproc::Result<()> {
         echo_cpu()?;
-        for _ in 0..n {
+        for _ in 0..with_warm_up(n) {
             let m = there.get()?;
             back.put(m)?;
         }
         Ok(())
     })?;
     let msg = payload(bytes);
-    let t = Instant::now();
-    for _ in 0..n {
+    let s = time_round_trips(n, &mut echo, || {
         there.put(msg.clone())?;
         std::hint::black_box(back.get()?);
-    }
-    let s = t.elapsed().as_secs_f64();
-    echo.join()?;
-    Ok(s / n as f64)
+        Ok(())
+    })?;
+    Ok(s)
 }
 
 /// `k` producers and `k` consumers, `n` items in all, through one queue; items per second.
@@ -159,7 +158,7 @@ fn plain_ping_pong_n<const N: usize>(n: u64) -> mproc::Result<f64> {
     let mut echo = Process::spawn(|| -> mproc::Result<()> {
         echo_cpu()?;
         let mut m: Box<Blob<N>> = zeroed();
-        for _ in 0..n {
+        for _ in 0..with_warm_up(n) {
             if N <= BY_VALUE {
                 let m = there.get_plain()?;
                 back.put_plain(m)?;
@@ -173,8 +172,7 @@ fn plain_ping_pong_n<const N: usize>(n: u64) -> mproc::Result<f64> {
     let mut msg: Box<Blob<N>> = zeroed();
     let mut got: Box<Blob<N>> = zeroed();
     msg.0.fill(7);
-    let t = Instant::now();
-    for _ in 0..n {
+    let s = time_round_trips(n, &mut echo, || {
         if N <= BY_VALUE {
             there.put_plain(*msg)?;
             std::hint::black_box(back.get_plain()?);
@@ -182,11 +180,10 @@ fn plain_ping_pong_n<const N: usize>(n: u64) -> mproc::Result<f64> {
             there.put_plain_ref(&msg)?;
             back.get_plain_into(&mut got)?;
         }
-    }
-    let s = t.elapsed().as_secs_f64();
+        Ok(())
+    })?;
     std::hint::black_box(&got);
-    echo.join()?;
-    Ok(s / n as f64)
+    Ok(s)
 }
 
 fn plain_stream_n<const N: usize>(n: u64, k: u64) -> mproc::Result<f64> {
@@ -256,6 +253,72 @@ fn plain_stream(bytes: usize, n: u64, k: u64) -> mproc::Result<f64> {
     }
 }
 
+/// The round-trip row of the bare floor: no queue, one shared word handed back and forth.
+const FLOOR: &str = "atomic floor";
+
+/// One round-trip sample: `lat` run with this process on CPU 0 under `--pin` (its echo moves
+/// itself to CPU 1).
+fn round_trip(pin: bool, lat: impl FnOnce() -> mproc::Result<f64>) -> mproc::Result<f64> {
+    if pin { crate::contention::sys::with_cpu(0, lat)? } else { lat() }
+}
+
+/// The floor under every round trip, measured like them: one shared word that each side sets in
+/// turn and the other spins on (a cache line crossing each way, nothing else). Seconds per
+/// round trip.
+fn atomic_ping_pong(n: u64) -> mproc::Result<f64> {
+    let word = mproc::RawValue::new(0u64)?;
+    let mut echo = Process::spawn(|| -> mproc::Result<()> {
+        echo_cpu()?;
+        for i in 0..with_warm_up(n) {
+            spin_for(&word, 2 * i + 1)?;
+            word.store(2 * i + 2);
+        }
+        Ok(())
+    })?;
+    let mut i = 0;
+    time_round_trips(n, &mut echo, || {
+        word.store(2 * i + 1);
+        i += 1;
+        spin_for(&word, 2 * i)
+    })
+}
+
+/// Spins until `word` holds `v`: an error instead of a hang if the other side has not set it
+/// within 10 s (it died).
+fn spin_for(word: &mproc::RawValue<u64>, v: u64) -> mproc::Result<()> {
+    let since = Instant::now();
+    let mut spins = 0u32;
+    while word.load() != v {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(1 << 16) && since.elapsed() > Duration::from_secs(10) {
+            return Err(mproc::Error::Timeout);
+        }
+    }
+    Ok(())
+}
+
+/// Round trips a ping-pong's echo answers: the `n` timed and the untimed warm-up before them.
+fn with_warm_up(n: u64) -> u64 {
+    n + n / 10
+}
+
+/// The parent's side of a ping-pong: `n / 10` round trips untimed (the echo was just forked and
+/// moves to its CPU; pages, caches and branch predictors warm up), then `n` timed; joins the
+/// echo. Seconds per round trip.
+fn time_round_trips(n: u64, echo: &mut Process, mut one: impl FnMut() -> mproc::Result<()>) -> mproc::Result<f64> {
+    for _ in 0..n / 10 {
+        one()?;
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        one()?;
+    }
+    let s = t.elapsed().as_secs_f64();
+    echo.join()?;
+    Ok(s / n as f64)
+}
+
 /// Runs `one(pair)` for `k` independent pairs at once (point-to-point transports); items/s.
 fn pairs(n: u64, k: u64, one: impl Fn(u64) -> mproc::Result<()>) -> mproc::Result<f64> {
     let per = n / k;
@@ -293,21 +356,19 @@ fn ipc_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let (back_tx, back_rx) = ipc_channel::ipc::bytes_channel().map_err(mproc::Error::Io)?;
     let mut echo = Process::spawn(move || -> mproc::Result<()> {
         echo_cpu()?;
-        for _ in 0..n {
+        for _ in 0..with_warm_up(n) {
             let m = there_rx.recv().map_err(|e| mproc::Error::InvalidArgument(format!("{e:?}")))?;
             back_tx.send(&m).map_err(mproc::Error::Io)?;
         }
         Ok(())
     })?;
     let msg = vec![7u8; bytes];
-    let t = Instant::now();
-    for _ in 0..n {
+    let s = time_round_trips(n, &mut echo, || {
         there_tx.send(&msg).map_err(mproc::Error::Io)?;
         std::hint::black_box(back_rx.recv().map_err(|e| mproc::Error::InvalidArgument(format!("{e:?}")))?);
-    }
-    let s = t.elapsed().as_secs_f64();
-    echo.join()?;
-    Ok(s / n as f64)
+        Ok(())
+    })?;
+    Ok(s)
 }
 
 fn ipc_stream(bytes: usize, n: u64, k: u64) -> mproc::Result<f64> {
@@ -358,21 +419,19 @@ fn pipe_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let (a, b) = Pipe::builder().capacity(4).max_message_bytes(bytes + 16).build()?;
     let mut echo = Process::spawn(move || -> mproc::Result<()> {
         echo_cpu()?;
-        for _ in 0..n {
+        for _ in 0..with_warm_up(n) {
             let m = b.recv_bytes()?;
             b.send_bytes(&m)?;
         }
         Ok(())
     })?;
     let msg = vec![7u8; bytes];
-    let t = Instant::now();
-    for _ in 0..n {
+    let s = time_round_trips(n, &mut echo, || {
         a.send_bytes(&msg)?;
         std::hint::black_box(a.recv_bytes()?);
-    }
-    let s = t.elapsed().as_secs_f64();
-    echo.join()?;
-    Ok(s / n as f64)
+        Ok(())
+    })?;
+    Ok(s)
 }
 
 fn socket_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
@@ -380,7 +439,7 @@ fn socket_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let mut echo = Process::spawn(move || -> mproc::Result<()> {
         echo_cpu()?;
         let mut buf = vec![0u8; bytes];
-        for _ in 0..n {
+        for _ in 0..with_warm_up(n) {
             b.read_exact(&mut buf)?;
             b.write_all(&buf)?;
         }
@@ -388,14 +447,12 @@ fn socket_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     })?;
     let msg = vec![7u8; bytes];
     let mut buf = vec![0u8; bytes];
-    let t = Instant::now();
-    for _ in 0..n {
+    let s = time_round_trips(n, &mut echo, || {
         a.write_all(&msg)?;
         a.read_exact(&mut buf)?;
-    }
-    let s = t.elapsed().as_secs_f64();
-    echo.join()?;
-    Ok(s / n as f64)
+        Ok(())
+    })?;
+    Ok(s)
 }
 
 fn socket_stream(bytes: usize, n: u64, k: u64) -> mproc::Result<f64> {
@@ -461,30 +518,39 @@ pub fn run(a: QueueArgs) -> crate::Result<()> {
             );
         }
     };
+    let nan = f64::NAN;
     for &bytes in &sizes {
         let n = count(a.round_trips, bytes);
-        for (name, lat, stream) in transports {
-            let rts = if a.pin {
-                crate::contention::sys::with_cpu(0, || (0..a.repeat).map(|_| lat(bytes, n)).collect())?
-            } else {
-                (0..a.repeat).map(|_| lat(bytes, n)).collect::<mproc::Result<_>>()
-            };
-            let rt = median(rts?);
-            let ips = median((0..a.repeat).map(|_| stream(bytes, 4 * n, 1)).collect::<mproc::Result<_>>()?);
-            let ips2 = median((0..a.repeat).map(|_| stream(bytes, 4 * n, 2)).collect::<mproc::Result<_>>()?);
-            emit(&Row {
-                bench: "queue",
-                transport: name,
-                bytes,
-                round_trip_us: rt * 1e6,
-                items_per_s: ips,
-                gb_per_s: ips * bytes as f64 / 1e9,
-                items_per_s_2x2: ips2,
-                gb_per_s_2x2: ips2 * bytes as f64 / 1e9,
-                wake_us: f64::NAN,
-                pinned: a.pin,
-                parallelism: par,
-            });
+        // Rounds: each takes one sample of every figure, so that a figure's samples spread over
+        // the whole run. A shared machine has slow spells of a few seconds (every round trip,
+        // the bare atomic floor included, then costs 3-4 times as much); bunched together, all of
+        // one figure's samples could fall into one spell, and its median with them.
+        let mut floor = Vec::new();
+        let mut samples = vec![[Vec::new(), Vec::new(), Vec::new()]; transports.len()];
+        for _ in 0..a.repeat {
+            floor.push(round_trip(a.pin, || atomic_ping_pong(count(a.round_trips, 8)))?);
+            for ((_, lat, stream), [rt, ips, ips2]) in transports.iter().zip(&mut samples) {
+                rt.push(round_trip(a.pin, || lat(bytes, n))?);
+                ips.push(stream(bytes, 4 * n, 1)?);
+                ips2.push(stream(bytes, 4 * n, 2)?);
+            }
+        }
+        let row = |transport, rt: f64, ips: f64, ips2: f64| Row {
+            bench: "queue",
+            transport,
+            bytes,
+            round_trip_us: rt * 1e6,
+            items_per_s: ips,
+            gb_per_s: ips * bytes as f64 / 1e9,
+            items_per_s_2x2: ips2,
+            gb_per_s_2x2: ips2 * bytes as f64 / 1e9,
+            wake_us: nan,
+            pinned: a.pin,
+            parallelism: par,
+        };
+        emit(&row(FLOOR, median(floor), nan, nan));
+        for ((name, _, _), [rt, ips, ips2]) in transports.iter().zip(samples) {
+            emit(&row(name, median(rt), median(ips), median(ips2)));
         }
     }
     for (name, plain) in [("Queue", false), ("Queue plain", true)] {

@@ -8,10 +8,10 @@
 //! only grow, the number queued is `tail − head`), two wake-up words (`not_empty`, `not_full`)
 //! with waiter counts, and `closed`.
 //!
-//! A producer encodes its item *before* taking the put lock, then, under it, copies it into slot
-//! `tail % capacity` (free once `tail − head < capacity`: the consumers are done with it) and
-//! only then advances `tail`; a consumer, under the get lock, copies slot `head % capacity` out
-//! (published once `head < tail`) and only then advances `head`. Only producers write `tail` and
+//! A producer, under the put lock, encodes its item straight into slot `tail % capacity` (free
+//! once `tail − head < capacity`: the consumers are done with it) and only then advances `tail`;
+//! a consumer, under the get lock, decodes or copies slot `head % capacity` out (published once
+//! `head < tail`) and only then advances `head`. Only producers write `tail` and
 //! the slot at it, only consumers write `head`, so the two sides never wait for each other's
 //! lock: a 1 → 1 queue's locks never leave their process's cache, and what crosses between the
 //! cores per item is the slot and the two indices. The advance is the single store that
@@ -262,6 +262,29 @@ impl<T> fmt::Debug for Queue<T> {
             .field("closed", &self.is_closed())
             .finish()
     }
+}
+
+/// Why [`Queue::put_raw`]'s writer could not lay an item into its slot.
+enum Unwritable {
+    /// Its encoding has this many bytes, more than a slot holds.
+    TooLarge(usize),
+    /// It could not be encoded.
+    Failed(Error),
+}
+
+/// A writer for [`Queue::put_raw`] of bytes whose length was checked against the slot already.
+fn copy_into(bytes: &[u8], dst: &mut [u8]) -> std::result::Result<usize, Unwritable> {
+    match dst.get_mut(..bytes.len()) {
+        Some(d) => {
+            d.copy_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        None => Err(Unwritable::TooLarge(bytes.len())),
+    }
+}
+
+fn encode_error(e: postcard::Error) -> Error {
+    Error::Encode { what: "queue item", task: 0, message: e.to_string() }
 }
 
 /// Takes one of the queue's locks; a holder that died mid-operation left the state consistent
@@ -549,18 +572,21 @@ impl<T> Queue<T> {
         None
     }
 
-    /// The one put protocol of both codecs: `len` bytes that `write` lays into the slot (under
-    /// the lock, before `tail` publishes them).
+    /// The one put protocol of every codec: `write` lays the item into the slot's item bytes
+    /// (all [`Queue::max_item_bytes`] of them, under the lock, before `tail` publishes them) and
+    /// says how many it wrote. `len`: the item's size when known before encoding (checked
+    /// against the slot before anything else).
     fn put_raw<I>(
         &self,
         item: I,
-        len: usize,
+        len: Option<usize>,
         deadline: Option<Instant>,
         block: bool,
-        write: impl Fn(&I, *mut u8),
+        write: impl Fn(&I, &mut [u8]) -> std::result::Result<usize, Unwritable>,
     ) -> Result<(), PutError<I>> {
-        if len > self.max_item_bytes() {
-            return Err(PutError::TooLarge { item, size: len, limit: self.max_item_bytes() });
+        let limit = self.max_item_bytes();
+        if let Some(len) = len.filter(|&l| l > limit) {
+            return Err(PutError::TooLarge { item, size: len, limit });
         }
         loop {
             if self.is_closed() {
@@ -588,14 +614,21 @@ impl<T> Queue<T> {
                     let off = (tail % self.capacity as u64) as usize * self.slot;
                     // SAFETY: the put lock is held, so no other producer writes the slot at
                     // `tail`, and no consumer reads it: consumers read only slots in
-                    // `head..tail`, and `tail − head < capacity` says this one was freed;
-                    // `off + 8 + len ≤ capacity × slot`, inside the mapping (len was checked
-                    // against the slot above; `write` writes exactly `len` bytes).
-                    unsafe {
+                    // `head..tail`, and `tail − head < capacity` says this one was freed; the
+                    // slot is `off..off + slot`, inside the mapping (`off + slot ≤ capacity ×
+                    // slot`), its first 8 bytes the length and the rest the item's.
+                    let (p, dst) = unsafe {
                         let p = self.buf.as_ptr().add(off);
-                        p.cast::<u64>().write_unaligned(len as u64);
-                        write(&item, p.add(8));
-                    }
+                        (p, std::slice::from_raw_parts_mut(p.add(8), limit))
+                    };
+                    let len = match write(&item, dst) {
+                        Ok(len) => len.min(limit),
+                        Err(Unwritable::TooLarge(size)) => return Err(PutError::TooLarge { item, size, limit }),
+                        Err(Unwritable::Failed(e)) => return Err(PutError::Failed(item, e)),
+                    };
+                    // SAFETY: as above, the slot's first 8 bytes (8-aligned: `off` is a multiple
+                    // of the slot size, itself of 8).
+                    unsafe { p.cast::<u64>().write_unaligned(len as u64) }
                     // Publish: the one store that makes the item visible (it orders the copy
                     // before it; SeqCst for the wake-up handshake, see `notify_one`).
                     st.tail.store(tail + 1, Ordering::SeqCst);
@@ -687,10 +720,7 @@ impl<T> Queue<T> {
     ///
     /// [`Pipe`]: crate::Pipe
     pub(crate) fn put_bytes_until(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<(), PutError<()>> {
-        self.put_raw((), bytes.len(), deadline, true, |_, dst| {
-            // SAFETY: `put_raw` hands a slot of at least `bytes.len()` bytes, its own under the lock.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
-        })
+        self.put_raw((), Some(bytes.len()), deadline, true, |_, dst| copy_into(bytes, dst))
     }
 
     /// The next message of raw bytes ([`Queue::put_bytes_until`]'s), copied out of its slot.
@@ -700,20 +730,31 @@ impl<T> Queue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Encodes `item` straight into its slot, under the put lock: no buffer of its own, one copy
+    /// of the bytes (an item of 1 MiB is written once, not encoded into a `Vec` and copied).
+    /// Its size is measured (one more encoding pass) only when the queue is full: so that an
+    /// item too large for any slot is refused at once instead of after a wait for room.
     fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
-        let bytes = match postcard::to_allocvec(&item) {
-            Ok(b) => b,
-            Err(e) => {
-                return Err(PutError::Failed(
-                    item,
-                    Error::Encode { what: "queue item", task: 0, message: e.to_string() },
-                ));
-            }
+        let encode = |item: &T, dst: &mut [u8]| match postcard::to_slice(item, dst) {
+            Ok(used) => Ok(used.len()),
+            Err(postcard::Error::SerializeBufferFull) => Err(match postcard::experimental::serialized_size(item) {
+                Ok(size) => Unwritable::TooLarge(size),
+                Err(e) => Unwritable::Failed(encode_error(e)),
+            }),
+            Err(e) => Err(Unwritable::Failed(encode_error(e))),
         };
-        self.put_raw(item, bytes.len(), deadline, block, |_, dst| {
-            // SAFETY: `put_raw` hands a slot of at least `bytes.len()` bytes, its own under the lock.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) }
-        })
+        match self.put_raw(item, None, deadline, false, encode) {
+            Err(PutError::Full(item)) => {
+                let limit = self.max_item_bytes();
+                match postcard::experimental::serialized_size(&item) {
+                    Ok(size) if size > limit => Err(PutError::TooLarge { item, size, limit }),
+                    Err(e) => Err(PutError::Failed(item, encode_error(e))),
+                    Ok(_) if !block => Err(PutError::Full(item)),
+                    Ok(_) => self.put_raw(item, None, deadline, true, encode),
+                }
+            }
+            r => r,
+        }
     }
 
     /// Waits for room and puts `item` (the item comes back in the error).
@@ -806,11 +847,7 @@ impl<T: Plain> Queue<T> {
     }
 
     fn put_plain_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
-        self.put_raw(item, size_of::<T>(), deadline, block, |item, dst| {
-            // SAFETY: `put_raw` hands a slot of at least `size_of::<T>()` bytes, its own under
-            // the lock; a `Plain` value is its bytes (no padding, no pointers).
-            unsafe { dst.cast::<T>().write_unaligned(*item) }
-        })
+        self.put_raw(item, Some(size_of::<T>()), deadline, block, |item, dst| copy_into(bytemuck::bytes_of(item), dst))
     }
 
     fn get_plain_until(&self, deadline: Option<Instant>, block: bool) -> Result<T> {
@@ -842,11 +879,8 @@ impl<T: Plain> Queue<T> {
     /// 1 MiB array in a `Box`): the bytes go from `item` straight into the slot. The error
     /// carries no item (the caller still has it).
     pub fn put_plain_ref(&self, item: &T) -> Result<(), PutError<()>> {
-        self.put_raw(item, size_of::<T>(), None, true, |item, dst| {
-            // SAFETY: as in `put_plain_until`.
-            unsafe { std::ptr::copy_nonoverlapping((*item as *const T).cast::<u8>(), dst, size_of::<T>()) }
-        })
-        .map_err(|e| e.map(|_| ()))
+        self.put_raw(item, Some(size_of::<T>()), None, true, |item, dst| copy_into(bytemuck::bytes_of(*item), dst))
+            .map_err(|e| e.map(|_| ()))
     }
 
     /// [`Queue::get_plain`] into `out`, straight from the slot (for large items, with
@@ -1135,5 +1169,31 @@ mod tests {
         });
         let r = rx.recv_timeout(Duration::from_secs(10)).expect("an untimed operation hung on impossible indices");
         assert_eq!(r, [true; 4]);
+    }
+
+    /// Items are encoded straight into their slot: one that does not fit is refused whole, with
+    /// its exact size, at once even when the queue is full (never after a wait for room), and
+    /// leaves nothing behind; one that exactly fits goes through.
+    #[test]
+    fn an_item_encoded_in_place_that_does_not_fit_is_refused_at_once_and_leaves_nothing() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let q = Queue::<String>::with_max_item_bytes(2, 64).unwrap();
+            let limit = q.max_item_bytes();
+            let fits = "x".repeat(limit - 1); // postcard: a 1-byte length, then the bytes
+            let over = "y".repeat(limit);
+            let too_large = |r: std::result::Result<(), PutError<String>>| match r {
+                Err(PutError::TooLarge { item, size, limit: l }) => item == over && size == limit + 1 && l == limit,
+                _ => false,
+            };
+            let a = too_large(q.put(over.clone()));
+            q.put(fits.clone()).unwrap();
+            q.put("a".into()).unwrap();
+            let b = too_large(q.put(over.clone())) && too_large(q.try_put(over.clone()));
+            let c = q.get().unwrap() == fits && q.get().unwrap() == "a" && q.is_empty();
+            let _ = tx.send([a, b, c]);
+        });
+        let r = rx.recv_timeout(Duration::from_secs(10)).expect("a put of a too-large item waited for room");
+        assert_eq!(r, [true; 3]);
     }
 }
