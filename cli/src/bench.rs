@@ -136,70 +136,149 @@ pub fn parallelism() -> mproc::Result<f64> {
     Ok(work.load() as f64 / solo)
 }
 
-/// Median seconds of `repeat` runs of `f` on a fresh `make()`, after one untimed warm-up run (so
-/// that no figure pays for first touches: a worker's first access to each page of a shared
-/// array, the allocator growing its heap).
-fn timed<I, O>(repeat: usize, make: impl Fn() -> I, mut f: impl FnMut(I) -> mproc::Result<O>) -> mproc::Result<f64> {
-    drop(std::hint::black_box(f(make())?));
-    let mut times = Vec::with_capacity(repeat);
-    for _ in 0..repeat {
+/// One figure, sampled a run at a time: each call times one run of `f` on a fresh `make()` (made
+/// untimed), in seconds; the first call runs it once untimed before (so that no figure pays for
+/// first touches: a worker's first access to each page of a shared array, the allocator growing
+/// its heap).
+type Sampler<'a> = Box<dyn FnMut() -> mproc::Result<f64> + 'a>;
+
+fn sampler<'a, I: 'a, O: 'a>(
+    make: impl Fn() -> I + 'a,
+    mut f: impl FnMut(I) -> mproc::Result<O> + 'a,
+) -> impl FnMut() -> mproc::Result<f64> + 'a {
+    let mut warm = false;
+    move || {
+        if !warm {
+            drop(std::hint::black_box(f(make())?));
+            warm = true;
+        }
         let input = make();
         let t = Instant::now();
         let out = f(input)?;
-        times.push(t.elapsed().as_secs_f64());
+        let s = t.elapsed().as_secs_f64();
         drop(std::hint::black_box(out));
+        Ok(s)
     }
-    Ok(median(times))
 }
 
-/// The in-process floor of `kind`: `par_iter().map(identity).collect()` over the same `n` items
-/// on `threads` rayon threads, median of `repeat`, in ns per item. Measured in a child process:
-/// rayon's threads outlive the pool, and a process with threads may not fork the next pool.
-fn rayon_floor(kind: &str, n: u64, threads: usize, repeat: usize) -> crate::Result<f64> {
+/// [`sampler`], boxed.
+fn boxed<'a, I: 'a, O: 'a>(make: impl Fn() -> I + 'a, f: impl FnMut(I) -> mproc::Result<O> + 'a) -> Sampler<'a> {
+    Box::new(sampler(make, f))
+}
+
+/// The medians of `repeat` samples of each figure, taken in rounds (one run of every figure per
+/// round): figures that are compared (a pool against its serial and rayon floors) then see the
+/// same spells of a shared machine, whose memory bandwidth was seen to halve for seconds at a time.
+fn rounds<const K: usize>(repeat: usize, mut figures: [&mut Sampler<'_>; K]) -> mproc::Result<[f64; K]> {
+    let mut samples: [Vec<f64>; K] = std::array::from_fn(|_| Vec::with_capacity(repeat));
+    for _ in 0..repeat {
+        for (f, s) in figures.iter_mut().zip(&mut samples) {
+            s.push(f()?);
+        }
+    }
+    Ok(samples.map(median))
+}
+
+/// Median seconds of `repeat` runs of `f` on a fresh `make()`, after one untimed warm-up run.
+fn timed<I, O>(repeat: usize, make: impl Fn() -> I, f: impl FnMut(I) -> mproc::Result<O>) -> mproc::Result<f64> {
+    let [s] = rounds(repeat, [&mut boxed(make, f)])?;
+    Ok(s)
+}
+
+/// The in-process floor of an item kind: `par_iter().map(identity).collect()` over the same `n`
+/// items on rayon threads, one sample per [`RayonFloor::sample`]. It runs in a child process of
+/// its own, kept for the figure's rounds: rayon's threads outlive their work, and a process with
+/// threads may not fork the next pool.
+struct RayonFloor {
+    ask: mproc::Queue<u32>,
+    answer: mproc::Queue<f64>,
+    child: mproc::Process,
+}
+
+impl RayonFloor {
+    /// `input`: the shared array the pool's workers read (`slice` kinds), which the floor reads too.
+    fn start(kind: &str, n: u64, threads: usize, input: Option<&[u64]>) -> crate::Result<RayonFloor> {
+        let (ask, answer) = (mproc::Queue::<u32>::plain(1)?, mproc::Queue::<f64>::plain(1)?);
+        let kind = kind.to_owned();
+        let child = mproc::Process::spawn(|| -> mproc::Result<()> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| mproc::Error::InvalidArgument(format!("rayon: {e}")))?;
+            let mut one = rayon_sampler(&kind, n, input);
+            while ask.get_plain()? != 0 {
+                let s = pool.install(&mut one)?;
+                answer.put_plain(s)?;
+            }
+            Ok(())
+        })?;
+        Ok(RayonFloor { ask, answer, child })
+    }
+
+    fn sample(&mut self) -> mproc::Result<f64> {
+        self.ask.put_plain(1)?;
+        match self.answer.get_plain_timeout(Duration::from_secs(600)) {
+            Err(_) if !self.child.is_alive()? => {
+                Err(mproc::Error::InvalidArgument(format!("the rayon floor's process {}", self.child.join()?)))
+            }
+            r => r,
+        }
+    }
+}
+
+impl Drop for RayonFloor {
+    fn drop(&mut self) {
+        let _ = self.ask.put_plain_timeout(0, Duration::from_secs(1));
+        if self.child.join_timeout(Duration::from_secs(10)).is_err() {
+            let _ = self.child.kill();
+            let _ = self.child.join();
+        }
+    }
+}
+
+/// One sample of `kind`'s rayon floor (run inside the rayon pool).
+fn rayon_sampler<'a>(
+    kind: &str,
+    n: u64,
+    input: Option<&'a [u64]>,
+) -> Box<dyn FnMut() -> mproc::Result<f64> + Send + 'a> {
     use rayon::prelude::*;
-    let out = mproc::RawValue::new(0u64)?;
-    let kind = kind.to_owned();
-    let mut p = mproc::Process::spawn(|| -> mproc::Result<()> {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| mproc::Error::InvalidArgument(format!("rayon: {e}")))?;
-        let s = pool.install(|| match kind.as_str() {
-            "serde" => timed(
-                repeat,
-                || (),
-                |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(Wrapped(x))).collect::<Vec<_>>()),
-            ),
-            "struct64" => timed(
-                repeat,
-                || (),
-                |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(S64 { a: [x; 8] })).collect::<Vec<_>>()),
-            ),
-            "string" => timed(
-                repeat,
-                || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>(),
-                |v| Ok(v.into_par_iter().map(std::hint::black_box).collect::<Vec<_>>()),
-            ),
-            // The `_into` kinds store into an output that exists (and whose pages are touched):
-            // so does this floor.
-            "range-into" | "slice-into" => timed(
-                repeat,
-                || vec![1u64; n as usize],
-                |mut v| {
-                    v.par_iter_mut().enumerate().for_each(|(i, o)| *o = std::hint::black_box(i as u64));
+    match kind {
+        "serde" => Box::new(sampler(
+            || (),
+            move |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(Wrapped(x))).collect::<Vec<_>>()),
+        )),
+        "struct64" => Box::new(sampler(
+            || (),
+            move |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(S64 { a: [x; 8] })).collect::<Vec<_>>()),
+        )),
+        "string" => Box::new(sampler(
+            move || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>(),
+            |v| Ok(v.into_par_iter().map(std::hint::black_box).collect::<Vec<_>>()),
+        )),
+        // The `_into` kinds store into an output that exists (and whose pages are touched): so
+        // does this floor; `slice-into` reads the same shared input as the pool's workers.
+        "slice-into" if input.is_some() => {
+            let values = input.expect("checked");
+            Box::new(sampler(
+                move || vec![1u64; n as usize],
+                move |mut v| {
+                    v.par_iter_mut().zip(values.par_iter()).for_each(|(o, &x)| *o = std::hint::black_box(x));
                     Ok(v)
                 },
-            ),
-            _ => timed(repeat, || (), |_| Ok((0..n).into_par_iter().map(std::hint::black_box).collect::<Vec<_>>())),
-        })?;
-        out.store((s / n as f64 * 1e9).to_bits());
-        Ok(())
-    })?;
-    let st = p.join()?;
-    if !st.success() {
-        return Err(format!("the rayon floor's process {st}").into());
+            ))
+        }
+        "range-into" | "slice-into" => Box::new(sampler(
+            move || vec![1u64; n as usize],
+            |mut v| {
+                v.par_iter_mut().enumerate().for_each(|(i, o)| *o = std::hint::black_box(i as u64));
+                Ok(v)
+            },
+        )),
+        _ => {
+            Box::new(sampler(|| (), move |_| Ok((0..n).into_par_iter().map(std::hint::black_box).collect::<Vec<_>>())))
+        }
     }
-    Ok(f64::from_bits(out.load()))
 }
 
 fn parse_chunk(c: &str) -> mproc::Result<Option<usize>> {
@@ -230,55 +309,48 @@ impl Arrays {
 
 /// One item kind: pool figure, and the serial and rayon floors.
 fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64, slices: Option<&Arrays>) -> crate::Result<()> {
-    let mut floors = std::collections::HashMap::new();
     for c in a.chunksize.split(',') {
         let chunk = parse_chunk(c)?;
         // Chunk size 1 costs a task record per item: fewer items keep the run short.
         let n = if chunk == Some(1) { a.tasks.min(100_000) } else { a.tasks };
-        let rayon = match floors.get(&n) {
-            Some(&f) => f,
-            None => *floors.entry(n).or_insert(rayon_floor(kind, n, a.processes, a.repeat)?),
-        };
-        let r = a.repeat;
-        let (pool_s, serial_s) = match kind {
+        let (mut pool_run, mut serial_run) = match kind {
             "serde" => (
-                timed(r, || (), |_| pool.map(|_, x: Wrapped| x, (0..n).map(Wrapped), chunk))?,
-                timed(r, || (), |_| Ok((0..n).map(|x| std::hint::black_box(Wrapped(x))).collect::<Vec<_>>()))?,
+                boxed(|| (), move |_| pool.map(|_, x: Wrapped| x, (0..n).map(Wrapped), chunk)),
+                boxed(|| (), move |_| Ok((0..n).map(|x| std::hint::black_box(Wrapped(x))).collect::<Vec<_>>())),
             ),
             "plain" => (
-                timed(r, || (), |_| pool.map_plain(|_, x: u64| x, 0..n, chunk))?,
-                timed(r, || (), |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>()))?,
+                boxed(|| (), move |_| pool.map_plain(|_, x: u64| x, 0..n, chunk)),
+                boxed(|| (), move |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>())),
             ),
             "struct64" => {
                 let s = |x: u64| S64 { a: [x; 8] };
                 (
-                    timed(r, || (), |_| pool.map_plain(|_, x: S64| x, (0..n).map(s), chunk))?,
-                    timed(r, || (), |_| Ok((0..n).map(|x| std::hint::black_box(s(x))).collect::<Vec<_>>()))?,
+                    boxed(|| (), move |_| pool.map_plain(|_, x: S64| x, (0..n).map(s), chunk)),
+                    boxed(|| (), move |_| Ok((0..n).map(|x| std::hint::black_box(s(x))).collect::<Vec<_>>())),
                 )
             }
             "string" => {
-                let make = || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>();
+                let make = move || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>();
                 (
-                    timed(r, make, |v| pool.map(|_, s: String| s, v, chunk))?,
-                    timed(r, make, |v| Ok(v.into_iter().map(std::hint::black_box).collect::<Vec<_>>()))?,
+                    boxed(make, move |v| pool.map(|_, s: String| s, v, chunk)),
+                    boxed(make, move |v| Ok(v.into_iter().map(std::hint::black_box).collect::<Vec<_>>())),
                 )
             }
             "range" => (
-                timed(r, || (), |_| pool.map_range(|_, x: u64| x, 0..n, chunk))?,
-                timed(r, || (), |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>()))?,
+                boxed(|| (), move |_| pool.map_range(|_, x: u64| x, 0..n, chunk)),
+                boxed(|| (), move |_| Ok((0..n).map(std::hint::black_box).collect::<Vec<_>>())),
             ),
             "range-into" => {
                 let out = slices.expect("made when the kind is asked for").output(n);
                 (
-                    timed(r, || (), |_| pool.map_range_into(|_, x: u64| x, 0..n, out, chunk))?,
-                    timed(
-                        r,
-                        || vec![1u64; n as usize],
-                        |mut v| {
+                    boxed(|| (), move |_| pool.map_range_into(|_, x: u64| x, 0..n, out, chunk)),
+                    boxed(
+                        move || vec![1u64; n as usize],
+                        move |mut v| {
                             v.iter_mut().enumerate().for_each(|(i, o)| *o = std::hint::black_box(i as u64));
                             Ok(v)
                         },
-                    )?,
+                    ),
                 )
             }
             "slice-into" => {
@@ -287,15 +359,14 @@ fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64, slices: Op
                 // SAFETY: nothing writes the array while the serial loop reads it.
                 let values = unsafe { arr.as_slice() };
                 (
-                    timed(r, || (), |_| pool.map_array_into(|_, x: u64| x, arr, out, chunk))?,
-                    timed(
-                        r,
-                        || vec![1u64; n as usize],
-                        |mut v| {
+                    boxed(|| (), move |_| pool.map_array_into(|_, x: u64| x, arr, out, chunk)),
+                    boxed(
+                        move || vec![1u64; n as usize],
+                        move |mut v| {
                             v.iter_mut().zip(values).for_each(|(o, &x)| *o = std::hint::black_box(x));
                             Ok(v)
                         },
-                    )?,
+                    ),
                 )
             }
             "slice" => {
@@ -303,12 +374,22 @@ fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64, slices: Op
                 // SAFETY: nothing writes the array while the serial loop reads it.
                 let values = unsafe { arr.as_slice() };
                 (
-                    timed(r, || (), |_| pool.map_array(|_, x: u64| x, arr, chunk))?,
-                    timed(r, || (), |_| Ok(values.iter().map(|&x| std::hint::black_box(x)).collect::<Vec<_>>()))?,
+                    boxed(|| (), move |_| pool.map_array(|_, x: u64| x, arr, chunk)),
+                    boxed(|| (), move |_| Ok(values.iter().map(|&x| std::hint::black_box(x)).collect::<Vec<_>>())),
                 )
             }
             other => return Err(format!("--kinds: unknown kind {other}").into()),
         };
+        // SAFETY: nothing writes the input array while the floor reads it.
+        let input = slices.filter(|_| kind == "slice-into").map(|s| unsafe { s.input(n).as_slice() });
+        let floor = RayonFloor::start(kind, n, a.processes, input)?;
+        let mut rayon_run: Sampler<'_> = {
+            let mut floor = floor;
+            Box::new(move || floor.sample())
+        };
+        let [pool_s, serial_s, rayon_s] = rounds(a.repeat, [&mut pool_run, &mut serial_run, &mut rayon_run])?;
+        drop(rayon_run); // ends the floor's process
+        let rayon = rayon_s / n as f64 * 1e9;
         let row = KindRow {
             bench: "pool_kind",
             kind,
