@@ -51,6 +51,30 @@ fn a_killed_peer_is_end_of_file_after_the_messages_it_sent() {
     });
 }
 
+/// A peer killed without dropping its end is noticed by `send` within 64 messages even while
+/// the pipe has room (the kernel is asked on every 64th send, and when it is full).
+#[test]
+fn sends_to_a_killed_peer_fail_within_64_messages_while_the_pipe_has_room() {
+    common::run("pipe_send_dead_peer", common::SECS(30), || {
+        let (a, b) = Pipe::builder().capacity(256).build().unwrap();
+        let mut p = Process::spawn(move || -> mproc::Result<()> {
+            b.send(&"ready")?;
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(a.recv::<String>().unwrap(), "ready");
+        for i in 0..10u32 {
+            a.send(&i).unwrap(); // a live peer: sent
+        }
+        p.kill().unwrap();
+        p.join().unwrap();
+        let sent = (0..=64).take_while(|&i| a.send(&i).is_ok()).count();
+        assert!(sent < 64, "{sent} messages were sent to a dead peer");
+        assert!(matches!(a.send(&0u32), Err(Error::Disconnected)));
+    });
+}
+
 #[test]
 fn one_way_pipes_poll_timeouts_and_ends_shared_by_two_processes_are_clear_errors() {
     common::run("pipe_errors", common::SECS(30), || {

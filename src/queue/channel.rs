@@ -723,9 +723,19 @@ impl<T> Queue<T> {
         self.put_raw((), Some(bytes.len()), deadline, true, |_, dst| copy_into(bytes, dst))
     }
 
+    /// [`Queue::put_bytes_until`] only if there is room now.
+    pub(crate) fn try_put_bytes(&self, bytes: &[u8]) -> Result<(), PutError<()>> {
+        self.put_raw((), Some(bytes.len()), None, false, |_, dst| copy_into(bytes, dst))
+    }
+
     /// The next message of raw bytes ([`Queue::put_bytes_until`]'s), copied out of its slot.
     pub(crate) fn get_bytes_until(&self, deadline: Option<Instant>) -> Result<Vec<u8>> {
         self.get_raw(deadline, true, |b| Ok(b.to_vec()))
+    }
+
+    /// [`Queue::get_bytes_until`] only if a message is there now ([`Error::WouldBlock`] otherwise).
+    pub(crate) fn try_get_bytes(&self) -> Result<Vec<u8>> {
+        self.get_raw(None, false, |b| Ok(b.to_vec()))
     }
 }
 
