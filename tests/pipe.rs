@@ -51,6 +51,27 @@ fn a_killed_peer_is_end_of_file_after_the_messages_it_sent() {
     });
 }
 
+/// A killed peer its parent has not reaped yet (a zombie, which `kill(pid, 0)` still finds) is
+/// end of file all the same: the waiting side reads `/proc`, not only the pid's existence.
+#[test]
+fn a_killed_peer_not_yet_reaped_is_end_of_file_too() {
+    common::run("pipe_zombie_peer", common::SECS(30), || {
+        let (a, b) = Pipe::new().unwrap();
+        let mut p = Process::spawn(move || -> mproc::Result<()> {
+            b.send(&"hello")?;
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(a.recv::<String>().unwrap(), "hello");
+        p.kill().unwrap(); // not joined yet: a zombie until the end of the test
+        let t = Instant::now();
+        assert!(matches!(a.recv::<String>(), Err(Error::Disconnected)));
+        assert!(t.elapsed() < Duration::from_secs(2), "end of file took {:?}", t.elapsed());
+        p.join().unwrap();
+    });
+}
+
 /// A peer killed without dropping its end is noticed by `send` within 64 messages even while
 /// the pipe has room (the kernel is asked on every 64th send, and when it is full).
 #[test]

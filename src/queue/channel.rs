@@ -622,7 +622,13 @@ impl<T> Queue<T> {
                         (p, std::slice::from_raw_parts_mut(p.add(8), limit))
                     };
                     let len = match write(&item, dst) {
-                        Ok(len) => len.min(limit),
+                        Ok(len) if len <= limit => len,
+                        Ok(len) => {
+                            let e = Error::Corrupt(format!(
+                                "a queue item writer claims {len} bytes of a {limit}-byte slot"
+                            ));
+                            return Err(PutError::Failed(item, e));
+                        }
                         Err(Unwritable::TooLarge(size)) => return Err(PutError::TooLarge { item, size, limit }),
                         Err(Unwritable::Failed(e)) => return Err(PutError::Failed(item, e)),
                     };
@@ -747,20 +753,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: T, deadline: Option<Instant>, block: bool) -> Result<(), PutError<T>> {
         let encode = |item: &T, dst: &mut [u8]| match postcard::to_slice(item, dst) {
             Ok(used) => Ok(used.len()),
-            Err(postcard::Error::SerializeBufferFull) => Err(match postcard::experimental::serialized_size(item) {
-                Ok(size) => Unwritable::TooLarge(size),
-                Err(e) => Unwritable::Failed(encode_error(e)),
-            }),
+            // Measured after the lock is dropped (a second encoding pass), below.
+            Err(postcard::Error::SerializeBufferFull) => Err(Unwritable::TooLarge(0)),
             Err(e) => Err(Unwritable::Failed(encode_error(e))),
         };
-        match self.put_raw(item, None, deadline, false, encode) {
+        let sized = |r: Result<(), PutError<T>>| match r {
+            Err(PutError::TooLarge { item, size: 0, limit }) => match postcard::experimental::serialized_size(&item) {
+                Ok(size) => Err(PutError::TooLarge { item, size, limit }),
+                Err(e) => Err(PutError::Failed(item, encode_error(e))),
+            },
+            r => r,
+        };
+        match sized(self.put_raw(item, None, deadline, false, encode)) {
             Err(PutError::Full(item)) => {
                 let limit = self.max_item_bytes();
                 match postcard::experimental::serialized_size(&item) {
                     Ok(size) if size > limit => Err(PutError::TooLarge { item, size, limit }),
                     Err(e) => Err(PutError::Failed(item, encode_error(e))),
                     Ok(_) if !block => Err(PutError::Full(item)),
-                    Ok(_) => self.put_raw(item, None, deadline, true, encode),
+                    Ok(_) => sized(self.put_raw(item, None, deadline, true, encode)),
                 }
             }
             r => r,
@@ -768,6 +779,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Waits for room and puts `item` (the item comes back in the error).
+    ///
+    /// The item is encoded straight into its slot while the producers' lock is held: its
+    /// `Serialize` must not put into the same queue (that would wait for itself) or wait for
+    /// something another producer of this queue holds.
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_until(item, None, true)
     }

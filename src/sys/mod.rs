@@ -58,8 +58,8 @@ pub(crate) use mem::{
 };
 pub use proc::monotonic_ns;
 pub(crate) use proc::{
-    Fork, PidFd, WaitOutcome, chdir_root, child_prepare, close_all_fds_except, current_pid, exit_now, fork, kill,
-    locks_may_be_held, on_main_thread, parent_pid, pid_alive, pid_running, pidfd_open_raw, poll_two, set_user,
+    Fork, PidFd, WaitOutcome, chdir_root, child_prepare, close_all_fds_except, coarse_ns, current_pid, exit_now, fork,
+    kill, locks_may_be_held, on_main_thread, parent_pid, pid_alive, pid_running, pidfd_open_raw, poll_two, set_user,
     thread_count, wait_exit, wait_readable,
 };
 pub use pthread::{LockStatus, RobustMutex};

@@ -219,6 +219,16 @@ pub fn monotonic_ns() -> u64 {
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
+/// A coarse monotonic clock in ns (`CLOCK_MONOTONIC_COARSE`: the last timer tick, a few ms
+/// old, read from the vDSO for a few ns where the precise clock costs tens): for "has a while
+/// passed" checks on fast paths.
+pub(crate) fn coarse_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists since Linux 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 pub(crate) fn parent_pid() -> i32 {
     // SAFETY: getppid has no preconditions and cannot fail.
     unsafe { libc::getppid() }
