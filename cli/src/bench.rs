@@ -217,11 +217,17 @@ impl RayonFloor {
 
     fn sample(&mut self) -> mproc::Result<f64> {
         self.ask.put_plain(1)?;
-        match self.answer.get_plain_timeout(Duration::from_secs(600)) {
-            Err(_) if !self.child.is_alive()? => {
-                Err(mproc::Error::InvalidArgument(format!("the rayon floor's process {}", self.child.join()?)))
+        loop {
+            match self.answer.get_plain_timeout(Duration::from_secs(1)) {
+                Err(mproc::Error::Timeout) if !self.child.is_alive()? => {
+                    return Err(mproc::Error::InvalidArgument(format!(
+                        "the rayon floor's process {}",
+                        self.child.join()?
+                    )));
+                }
+                Err(mproc::Error::Timeout) => {}
+                r => return r,
             }
-            r => r,
         }
     }
 }
@@ -256,8 +262,16 @@ fn rayon_sampler<'a>(
             move || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>(),
             |v| Ok(v.into_par_iter().map(std::hint::black_box).collect::<Vec<_>>()),
         )),
+        // The `slice` kinds read the same shared input as the pool's workers.
+        "slice" if input.is_some() => {
+            let values = input.expect("checked");
+            Box::new(sampler(
+                || (),
+                move |_| Ok(values.par_iter().map(|&x| std::hint::black_box(x)).collect::<Vec<_>>()),
+            ))
+        }
         // The `_into` kinds store into an output that exists (and whose pages are touched): so
-        // does this floor; `slice-into` reads the same shared input as the pool's workers.
+        // does this floor.
         "slice-into" if input.is_some() => {
             let values = input.expect("checked");
             Box::new(sampler(
@@ -381,7 +395,7 @@ fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64, slices: Op
             other => return Err(format!("--kinds: unknown kind {other}").into()),
         };
         // SAFETY: nothing writes the input array while the floor reads it.
-        let input = slices.filter(|_| kind == "slice-into").map(|s| unsafe { s.input(n).as_slice() });
+        let input = slices.filter(|_| kind.starts_with("slice")).map(|s| unsafe { s.input(n).as_slice() });
         let floor = RayonFloor::start(kind, n, a.processes, input)?;
         let mut rayon_run: Sampler<'_> = {
             let mut floor = floor;

@@ -94,21 +94,35 @@ fn payload(bytes: usize) -> String {
 fn queue_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     let max = bytes + 16;
     let (there, back) = (Queue::<String>::with_max_item_bytes(4, max)?, Queue::<String>::with_max_item_bytes(4, max)?);
-    let mut echo = Process::spawn(|| -> mproc::Result<()> {
-        echo_cpu()?;
-        for _ in 0..with_warm_up(n) {
-            let m = there.get()?;
-            back.put(m)?;
-        }
-        Ok(())
+    let mut echo = Process::spawn(|| {
+        closing_on_error(&back, || {
+            echo_cpu()?;
+            for _ in 0..with_warm_up(n) {
+                let m = there.get()?;
+                back.put(m)?;
+            }
+            Ok(())
+        })
     })?;
-    let msg = payload(bytes);
+    // The message that comes back is sent again: no copy of it is made per round trip (the
+    // other transports send from a buffer they keep, too).
+    let mut msg = Some(payload(bytes));
     let s = time_round_trips(n, &mut echo, || {
-        there.put(msg.clone())?;
-        std::hint::black_box(back.get()?);
+        there.put(msg.take().expect("back from the last round trip"))?;
+        msg = Some(std::hint::black_box(back.get()?));
         Ok(())
     })?;
     Ok(s)
+}
+
+/// An echo's body: on an error (its CPU could not be set, a queue failed), closes `back` before
+/// returning it, so that the parent's `get` ends with `Disconnected` instead of waiting for ever.
+fn closing_on_error<T>(back: &Queue<T>, body: impl FnOnce() -> mproc::Result<()>) -> mproc::Result<()> {
+    let r = body();
+    if r.is_err() {
+        back.close();
+    }
+    r
 }
 
 /// `k` producers and `k` consumers, `n` items in all, through one queue; items per second.
@@ -155,19 +169,21 @@ const BY_VALUE: usize = 4096;
 
 fn plain_ping_pong_n<const N: usize>(n: u64) -> mproc::Result<f64> {
     let (there, back) = (Queue::<Blob<N>>::plain(4)?, Queue::<Blob<N>>::plain(4)?);
-    let mut echo = Process::spawn(|| -> mproc::Result<()> {
-        echo_cpu()?;
-        let mut m: Box<Blob<N>> = zeroed();
-        for _ in 0..with_warm_up(n) {
-            if N <= BY_VALUE {
-                let m = there.get_plain()?;
-                back.put_plain(m)?;
-            } else {
-                there.get_plain_into(&mut m)?;
-                back.put_plain_ref(&m)?;
+    let mut echo = Process::spawn(|| {
+        closing_on_error(&back, || {
+            echo_cpu()?;
+            let mut m: Box<Blob<N>> = zeroed();
+            for _ in 0..with_warm_up(n) {
+                if N <= BY_VALUE {
+                    let m = there.get_plain()?;
+                    back.put_plain(m)?;
+                } else {
+                    there.get_plain_into(&mut m)?;
+                    back.put_plain_ref(&m)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     })?;
     let mut msg: Box<Blob<N>> = zeroed();
     let mut got: Box<Blob<N>> = zeroed();
@@ -283,15 +299,20 @@ fn atomic_ping_pong(n: u64) -> mproc::Result<f64> {
     })
 }
 
-/// Spins until `word` holds `v`: an error instead of a hang if the other side has not set it
-/// within 10 s (it died).
+/// Spins until `word` holds `v`, yielding the core every 1,024 spins (as the queues' own waits
+/// do: where both sides share a core, a hand-off then waits for a yield, not for preemption); an
+/// error instead of a hang if the other side has not set it within 10 s (it died). The clock is
+/// read only every 2^16 spins, so a quick hand-off reads none.
 fn spin_for(word: &mproc::RawValue<u64>, v: u64) -> mproc::Result<()> {
-    let since = Instant::now();
+    let mut since = None;
     let mut spins = 0u32;
     while word.load() != v {
         std::hint::spin_loop();
         spins = spins.wrapping_add(1);
-        if spins.is_multiple_of(1 << 16) && since.elapsed() > Duration::from_secs(10) {
+        if spins.is_multiple_of(1 << 10) {
+            std::thread::yield_now();
+        }
+        if spins.is_multiple_of(1 << 16) && since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(10) {
             return Err(mproc::Error::Timeout);
         }
     }
