@@ -166,13 +166,19 @@ fn boxed<'a, I: 'a, O: 'a>(make: impl Fn() -> I + 'a, f: impl FnMut(I) -> mproc:
     Box::new(sampler(make, f))
 }
 
-/// The medians of `repeat` samples of each figure, taken in rounds (one run of every figure per
-/// round): figures that are compared (a pool against its serial and rayon floors) then see the
-/// same spells of a shared machine, whose memory bandwidth was seen to halve for seconds at a time.
+/// The medians of `repeat` samples of each figure, taken in rounds (one sample of every figure
+/// per round): figures that are compared (a pool against its serial and rayon floors) then see
+/// the same spells of a shared machine, whose memory bandwidth was seen to halve for seconds at a
+/// time. With several figures, each sample is taken right after an untimed run of the same
+/// figure, so that it is measured warm, as back-to-back runs are (the pool's workers awake and
+/// spinning, the rayon pool's threads too, caches holding its data), not just after another.
 fn rounds<const K: usize>(repeat: usize, mut figures: [&mut Sampler<'_>; K]) -> mproc::Result<[f64; K]> {
     let mut samples: [Vec<f64>; K] = std::array::from_fn(|_| Vec::with_capacity(repeat));
     for _ in 0..repeat {
         for (f, s) in figures.iter_mut().zip(&mut samples) {
+            if K > 1 {
+                f()?;
+            }
             s.push(f()?);
         }
     }
