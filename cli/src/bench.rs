@@ -402,11 +402,8 @@ fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64, slices: Op
         };
         // SAFETY: nothing writes the input array while the floor reads it.
         let input = slices.filter(|_| kind.starts_with("slice")).map(|s| unsafe { s.input(n).as_slice() });
-        let floor = RayonFloor::start(kind, n, a.processes, input)?;
-        let mut rayon_run: Sampler<'_> = {
-            let mut floor = floor;
-            Box::new(move || floor.sample())
-        };
+        let mut floor = RayonFloor::start(kind, n, a.processes, input)?;
+        let mut rayon_run: Sampler<'_> = Box::new(move || floor.sample());
         let [pool_s, serial_s, rayon_s] = rounds(a.repeat, [&mut pool_run, &mut serial_run, &mut rayon_run])?;
         drop(rayon_run); // ends the floor's process
         let rayon = rayon_s / n as f64 * 1e9;
