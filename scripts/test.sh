@@ -25,6 +25,9 @@ if ! redis_start; then
     echo "test: no redis-server; the Redis tests will be skipped"
 fi
 
+# The examples as programs first: a test starts `ipc_unrelated` as a server and a client
+# (`--all-targets` builds examples only as test harnesses).
+cargo build --workspace --all-features --examples
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
 

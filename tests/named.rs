@@ -620,20 +620,24 @@ fn a_sigkilled_creators_named_arena_is_removed_by_its_guardian() {
 // ---------------------------------------------------------------------------------------------
 // The example program, server and client started separately.
 
+/// The example program `name` as `cargo build --examples` leaves it beside the test binaries
+/// (`make test` builds the examples first; `cargo test --all-targets` alone builds them only as
+/// test harnesses, which cannot be run as the program). Not built: `None`, a failure under CI
+/// (never a silent skip there), a skip otherwise (`cargo test --test named` alone).
+fn built_example(name: &str) -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe.parent().and_then(|d| d.parent())?.join("examples").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("CI").is_none(), "{} is not built (make test builds it)", path.display());
+    eprintln!("skipped: {} is not built (run `cargo build --examples` first)", path.display());
+    None
+}
+
 #[test]
 fn the_ipc_unrelated_example_server_and_client_talk_by_name() {
-    // `cargo test` builds the examples next to the test binaries' directory.
-    let exe = std::env::current_exe().unwrap();
-    let Some(example) = exe.parent().and_then(|d| d.parent()).map(|d| d.join("examples/ipc_unrelated")) else {
-        return;
-    };
-    if !example.exists() {
-        // `cargo test --test named` alone builds no example; `make test` (all targets) does, and
-        // under CI a missing example is a failure, never a silent skip.
-        assert!(std::env::var_os("CI").is_none(), "{} is not built", example.display());
-        eprintln!("skipped: {} is not built (run `cargo build --release --examples` first)", example.display());
-        return;
-    }
+    let Some(example) = built_example("ipc_unrelated") else { return };
     common::run("named_example", common::SECS(60), || {
         let name = arena_name("example");
         let server = Command::new(&example)
