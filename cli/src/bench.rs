@@ -255,40 +255,34 @@ fn rayon_sampler<'a>(
     input: Option<&'a [u64]>,
 ) -> Box<dyn FnMut() -> mproc::Result<f64> + Send + 'a> {
     use rayon::prelude::*;
-    match kind {
-        "serde" => Box::new(sampler(
+    match (kind, input) {
+        ("serde", _) => Box::new(sampler(
             || (),
             move |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(Wrapped(x))).collect::<Vec<_>>()),
         )),
-        "struct64" => Box::new(sampler(
+        ("struct64", _) => Box::new(sampler(
             || (),
             move |_| Ok((0..n).into_par_iter().map(|x| std::hint::black_box(S64 { a: [x; 8] })).collect::<Vec<_>>()),
         )),
-        "string" => Box::new(sampler(
+        ("string", _) => Box::new(sampler(
             move || (0..n).map(|x| format!("item number {x:08}")).collect::<Vec<String>>(),
             |v| Ok(v.into_par_iter().map(std::hint::black_box).collect::<Vec<_>>()),
         )),
         // The `slice` kinds read the same shared input as the pool's workers.
-        "slice" if input.is_some() => {
-            let values = input.expect("checked");
-            Box::new(sampler(
-                || (),
-                move |_| Ok(values.par_iter().map(|&x| std::hint::black_box(x)).collect::<Vec<_>>()),
-            ))
-        }
+        ("slice", Some(values)) => Box::new(sampler(
+            || (),
+            move |_| Ok(values.par_iter().map(|&x| std::hint::black_box(x)).collect::<Vec<_>>()),
+        )),
         // The `_into` kinds store into an output that exists (and whose pages are touched): so
         // does this floor.
-        "slice-into" if input.is_some() => {
-            let values = input.expect("checked");
-            Box::new(sampler(
-                move || vec![1u64; n as usize],
-                move |mut v| {
-                    v.par_iter_mut().zip(values.par_iter()).for_each(|(o, &x)| *o = std::hint::black_box(x));
-                    Ok(v)
-                },
-            ))
-        }
-        "range-into" | "slice-into" => Box::new(sampler(
+        ("slice-into", Some(values)) => Box::new(sampler(
+            move || vec![1u64; n as usize],
+            move |mut v| {
+                v.par_iter_mut().zip(values.par_iter()).for_each(|(o, &x)| *o = std::hint::black_box(x));
+                Ok(v)
+            },
+        )),
+        ("range-into", _) => Box::new(sampler(
             move || vec![1u64; n as usize],
             |mut v| {
                 v.par_iter_mut().enumerate().for_each(|(i, o)| *o = std::hint::black_box(i as u64));

@@ -11,10 +11,10 @@
 //! A producer, under the put lock, encodes its item straight into slot `tail % capacity` (free
 //! once `tail − head < capacity`: the consumers are done with it) and only then advances `tail`;
 //! a consumer, under the get lock, decodes or copies slot `head % capacity` out (published once
-//! `head < tail`) and only then advances `head`. Only producers write `tail` and
-//! the slot at it, only consumers write `head`, so the two sides never wait for each other's
-//! lock: a 1 → 1 queue's locks never leave their process's cache, and what crosses between the
-//! cores per item is the slot and the two indices. The advance is the single store that
+//! `head < tail`) and only then advances `head`. Only producers write `tail` and the slot at it,
+//! only consumers write `head`, so the two sides never wait for each other's lock: a 1 → 1
+//! queue's locks never leave their process's cache, and what crosses between the cores per item
+//! is the slot and the two indices. The advance is the single store that
 //! publishes, so a process killed while holding a lock (mid-copy) leaves the queue as it was
 //! before its operation: its half-written item is never seen (it is dropped), its half-read item
 //! stays queued (another consumer gets it, whole). The next locker is told `OwnerDied` by the
@@ -622,12 +622,11 @@ impl<T> Queue<T> {
                         (p, std::slice::from_raw_parts_mut(p.add(8), limit))
                     };
                     let len = match write(&item, dst) {
-                        Ok(len) if len <= limit => len,
+                        // Every writer returns the length of a prefix of `dst` (and a consumer
+                        // checks the length against the slot again).
                         Ok(len) => {
-                            let e = Error::Corrupt(format!(
-                                "a queue item writer claims {len} bytes of a {limit}-byte slot"
-                            ));
-                            return Err(PutError::Failed(item, e));
+                            debug_assert!(len <= limit, "a writer claims {len} of {limit} bytes");
+                            len
                         }
                         Err(Unwritable::TooLarge(size)) => return Err(PutError::TooLarge { item, size, limit }),
                         Err(Unwritable::Failed(e)) => return Err(PutError::Failed(item, e)),
@@ -677,8 +676,9 @@ impl<T> Queue<T> {
                     let off = (head % self.capacity as u64) as usize * self.slot;
                     // SAFETY: the get lock is held, so no other consumer takes the slot at
                     // `head`, and it was published (tail > head, read with Acquire), so no
-                    // producer writes it until `head` moves past it; its length was written by the producer, which checked it
-                    // against the slot size — checked again here against a corrupted length.
+                    // producer writes it until `head` moves past it; its length was written by
+                    // the producer, which checked it against the slot size — checked again here
+                    // against a corrupted length.
                     let bytes = unsafe {
                         let p = self.buf.as_ptr().add(off);
                         let len = p.cast::<u64>().read_unaligned() as usize;
@@ -722,26 +722,18 @@ impl<T> Queue<T> {
 
 impl<T> Queue<T> {
     /// A message of raw bytes, copied into the slot as it is (no encoding): the [`Pipe`]'s
-    /// messages, whose queues only ever carry these. Waits for room until `deadline`.
+    /// messages, whose queues only ever carry these. `block`: waits for room until `deadline`;
+    /// otherwise only if there is room now.
     ///
     /// [`Pipe`]: crate::Pipe
-    pub(crate) fn put_bytes_until(&self, bytes: &[u8], deadline: Option<Instant>) -> Result<(), PutError<()>> {
-        self.put_raw((), Some(bytes.len()), deadline, true, |_, dst| copy_into(bytes, dst))
+    pub(crate) fn put_bytes(&self, bytes: &[u8], deadline: Option<Instant>, block: bool) -> Result<(), PutError<()>> {
+        self.put_raw((), Some(bytes.len()), deadline, block, |_, dst| copy_into(bytes, dst))
     }
 
-    /// [`Queue::put_bytes_until`] only if there is room now.
-    pub(crate) fn try_put_bytes(&self, bytes: &[u8]) -> Result<(), PutError<()>> {
-        self.put_raw((), Some(bytes.len()), None, false, |_, dst| copy_into(bytes, dst))
-    }
-
-    /// The next message of raw bytes ([`Queue::put_bytes_until`]'s), copied out of its slot.
-    pub(crate) fn get_bytes_until(&self, deadline: Option<Instant>) -> Result<Vec<u8>> {
-        self.get_raw(deadline, true, |b| Ok(b.to_vec()))
-    }
-
-    /// [`Queue::get_bytes_until`] only if a message is there now ([`Error::WouldBlock`] otherwise).
-    pub(crate) fn try_get_bytes(&self) -> Result<Vec<u8>> {
-        self.get_raw(None, false, |b| Ok(b.to_vec()))
+    /// The next message of raw bytes ([`Queue::put_bytes`]'s), copied out of its slot; waits as
+    /// `put_bytes` does ([`Error::WouldBlock`] when not blocking and there is none).
+    pub(crate) fn get_bytes(&self, deadline: Option<Instant>, block: bool) -> Result<Vec<u8>> {
+        self.get_raw(deadline, block, |b| Ok(b.to_vec()))
     }
 }
 

@@ -96,7 +96,7 @@ impl Pipe {
             owner: [AtomicI32::new(0), AtomicI32::new(0)],
             closed: [AtomicU32::new(0), AtomicU32::new(0)],
         })?;
-        // Raw byte messages (`put_bytes_until`): a slot holds exactly the largest message.
+        // Raw byte messages (`Queue::put_bytes`): a slot holds exactly the largest message.
         let q = || Queue::<Vec<u8>>::with_max_item_bytes(self.capacity, self.max_message_bytes);
         let to_1 = q()?; // end 0 sends, end 1 receives
         let to_0 = if self.duplex { Some(q()?) } else { None };
@@ -234,7 +234,7 @@ impl Connection {
         if self.peer_gone(if ask { Ask::Alive } else { Ask::No }) {
             return Err(Error::Disconnected);
         }
-        match tx.try_put_bytes(bytes) {
+        match tx.put_bytes(bytes, None, false) {
             Ok(()) => return Ok(()),
             Err(PutError::Full(())) => {}
             Err(e) => return Err(e.into()),
@@ -243,7 +243,7 @@ impl Connection {
             if self.peer_gone(Ask::Running) {
                 return Err(Error::Disconnected);
             }
-            match tx.put_bytes_until(bytes, Some(Instant::now() + DEATH_CHECK)) {
+            match tx.put_bytes(bytes, Some(Instant::now() + DEATH_CHECK), true) {
                 Ok(()) => return Ok(()),
                 Err(PutError::Timeout(())) => {}
                 Err(e) => return Err(e.into()),
@@ -265,7 +265,7 @@ impl Connection {
         self.claim()?;
         let rx = self.rx.as_ref().ok_or_else(|| Error::Misuse("this end of a one-way pipe only sends".into()))?;
         // A message already there is taken without reading the clock.
-        match rx.try_get_bytes() {
+        match rx.get_bytes(None, false) {
             Err(Error::WouldBlock) => {}
             r => return r,
         }
@@ -274,7 +274,7 @@ impl Connection {
                 None => DEATH_CHECK,
                 Some(d) => d.saturating_duration_since(Instant::now()).min(DEATH_CHECK),
             };
-            match rx.get_bytes_until(Some(Instant::now() + slice)) {
+            match rx.get_bytes(Some(Instant::now() + slice), true) {
                 Ok(m) => return Ok(m),
                 Err(Error::Timeout) => {}
                 Err(e) => return Err(e),
