@@ -547,3 +547,58 @@ fn regression_an_argument_that_fails_to_decode_never_shifts_the_ones_after_it() 
         }
     });
 }
+
+/// A `String` argument whose task SIGKILLs its own worker, once (at `item 50000`).
+fn die_on_string(c: &Crash, s: String) -> String {
+    if s == "item 50000" && c.armed.is_set() {
+        c.armed.clear();
+        c.killed_pid.store(std::process::id() as i32);
+        // SAFETY: raise has no memory-safety preconditions.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    s
+}
+
+#[test]
+fn string_and_byte_results_are_built_in_their_arguments_buffers_exactly_through_panics_and_kills() {
+    common::run("pool_kept_buffers", common::SECS(120), || {
+        let pool = Pool::new(2).unwrap();
+        let items = |n: u64| (0..n).map(|i| format!("item {i}")).collect::<Vec<String>>();
+        for chunk in [Some(1), Some(1000), None] {
+            let v = items(100_000);
+            let at: Vec<usize> = v.iter().map(|s| s.as_ptr() as usize).collect();
+            let got = pool.map(|_, s: String| s, v, chunk).unwrap();
+            assert!(got.iter().enumerate().all(|(i, s)| *s == format!("item {i}")), "chunksize {chunk:?}");
+            // Each result is its own argument's buffer, handed back: no allocation per item.
+            let same = got.iter().zip(&at).filter(|(s, a)| s.as_ptr() as usize == **a).count();
+            assert_eq!(same, got.len(), "results built in their arguments' buffers, chunksize {chunk:?}");
+        }
+        // Longer, shorter and non-ASCII results; another result type (the buffers are dropped).
+        let got = pool.map(|_, s: String| format!("{s}·{s}"), items(20_000), None).unwrap();
+        assert!(got.iter().enumerate().all(|(i, s)| *s == format!("item {i}·item {i}")));
+        let got = pool.map(|_, s: String| s[..4].to_owned(), items(20_000), None).unwrap();
+        assert!(got.iter().all(|s| s == "item"));
+        assert_eq!(pool.map(|_, s: String| s.len(), items(1000), None).unwrap()[999], 8);
+        // Byte vectors, short ones (kept) beside ones long enough to be moved whole into a chunk.
+        let blobs: Vec<Vec<u8>> =
+            (0..3000usize).map(|i| vec![i as u8; if i.is_multiple_of(100) { 20 << 10 } else { i % 50 }]).collect();
+        let want: Vec<Vec<u8>> = blobs.iter().map(|b| b.iter().rev().map(|x| x ^ 1).collect()).collect();
+        let got = pool.map(|_, b: Vec<u8>| b.iter().rev().map(|x| x ^ 1).collect::<Vec<u8>>(), blobs, None).unwrap();
+        assert_eq!(got, want);
+        // Panics: every other result still lands in its place, the failures are counted exactly.
+        let r: Vec<_> = pool
+            .imap(|_, s: String| if s.ends_with('7') { panic!("seven") } else { s }, items(10_000), 500)
+            .unwrap()
+            .collect();
+        assert!(r.iter().enumerate().all(|(i, x)| (i % 10 == 7) == x.is_err()));
+        assert!(r.iter().enumerate().all(|(i, x)| x.as_ref().map_or(true, |s| *s == format!("item {i}"))));
+        let err = pool.map(|_, s: String| if s.ends_with('7') { panic!("seven") } else { s }, items(10_000), None);
+        assert!(matches!(err, Err(Error::MapFailed { failed: 1000, total: 10_000, .. })), "{err:?}");
+        // A worker killed mid-map: its chunk goes again (sharing the kept buffers), every result exact.
+        let pool =
+            Pool::builder().processes(2).context(crash_ctx()).on_worker_death(OnWorkerDeath::Retry(1)).build().unwrap();
+        let got = pool.map(die_on_string, items(100_000), Some(1000)).unwrap();
+        assert_ne!(pool.context().killed_pid.load(), 0, "the worker did die");
+        assert!(got.iter().enumerate().all(|(i, s)| *s == format!("item {i}")));
+    });
+}

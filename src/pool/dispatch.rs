@@ -53,7 +53,9 @@ impl Dispatch {
         if let Ok(mut v) = Rc::try_unwrap(b)
             && self.spare.len() < 1024
         {
-            v.blobs.clear(); // the items' own memory goes now, the buffer stays
+            // The items' own memory goes now, the buffers stay.
+            v.blobs.clear();
+            v.kept.clear();
             self.spare.push(v);
         }
     }

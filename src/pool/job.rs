@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -58,8 +59,9 @@ pub(crate) trait Source {
 pub(crate) struct IterSource<I: Iterator, W> {
     iter: I,
     next: u64,
-    /// An item that did not fit in the previous chunk (it starts the next one).
-    pending: Option<(u64, ChunkBytes)>,
+    /// An item that did not fit in the previous chunk (it starts the next one), and its kept
+    /// buffer ([`ChunkBytes::kept`]).
+    pending: Option<(u64, ChunkBytes, Option<Vec<u8>>)>,
     done: bool,
     /// Whether the iterator is being asked for an item (to name the item if it panics).
     pulling: bool,
@@ -72,7 +74,7 @@ impl<I: Iterator, W> IterSource<I, W> {
     }
 }
 
-impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
+impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
     /// The body of `next_chunk`; `first`/`count` live outside so they survive a panic.
     #[allow(clippy::too_many_arguments)]
     fn fill(
@@ -85,8 +87,9 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
         count: &mut u32,
         item_at: &mut wire::Mark,
     ) {
-        if let Some((idx, bytes)) = self.pending.take() {
+        if let Some((idx, bytes, kept)) = self.pending.take() {
             buf.append(bytes);
+            buf.kept.extend(kept);
             *first = Some(idx);
             *count = 1;
         }
@@ -134,14 +137,19 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
             let at = buf.mark();
             let at_len = buf.len();
             *item_at = at;
-            if let Err(e) = W::encode_owned(x, buf) {
-                buf.truncate(at);
-                rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
-                if *count > 0 {
-                    break;
+            // A `String` or short `Vec<u8>` argument's buffer is kept for its result; any
+            // other argument is dropped here, once encoded.
+            let kept = match W::encode_owned(x, buf) {
+                Ok(x) => x.and_then(|x| wire::into_buffer(x).ok()),
+                Err(e) => {
+                    buf.truncate(at);
+                    rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
+                    if *count > 0 {
+                        break;
+                    }
+                    continue;
                 }
-                continue;
-            }
+            };
             let n = buf.len() - at_len;
             if n > limits.item {
                 buf.truncate(at);
@@ -153,16 +161,17 @@ impl<I: Iterator, W: Wire<I::Item>> IterSource<I, W> {
                 continue;
             }
             if buf.len() > limits.chunk && *count > 0 {
-                self.pending = Some((idx, buf.split_off(at)));
+                self.pending = Some((idx, buf.split_off(at), kept));
                 break;
             }
+            buf.kept.extend(kept);
             first.get_or_insert(idx);
             *count += 1;
         }
     }
 }
 
-impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
+impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> Source for IterSource<I, W> {
     fn next_chunk(
         &mut self,
         buf: &mut ChunkBytes,
@@ -172,8 +181,9 @@ impl<I: Iterator, W: Wire<I::Item>> Source for IterSource<I, W> {
     ) -> Option<Chunk> {
         buf.clear();
         if self.done {
-            return self.pending.take().map(|(idx, bytes)| {
+            return self.pending.take().map(|(idx, bytes, kept)| {
                 buf.append(bytes);
+                buf.kept.extend(kept);
                 Chunk { first: idx, count: 1, base: 0, flags: 0 }
             });
         }
@@ -261,6 +271,9 @@ pub(crate) struct Answer<'a> {
     pub count: u32,
     pub ok: &'a [u8],
     pub failed: Vec<(u64, Error)>,
+    /// The kept buffers of these tasks' arguments ([`ChunkBytes::kept`]), one per task, if the
+    /// parent has them all.
+    pub kept: Option<&'a mut [Vec<u8>]>,
 }
 
 /// Receives a job's results.
@@ -446,8 +459,13 @@ impl<R: 'static, W: Wire<R> + 'static> Sink for Fill<R, W> {
                 let dst = self.out[first..first + count].as_mut_ptr();
                 let mut k = 0;
                 let mut broken = None;
+                let mut kept = a.kept;
                 while k < count {
-                    match W::decode(&mut input) {
+                    let v = match kept.as_mut() {
+                        Some(kept) => W::decode_reusing(&mut input, std::mem::take(&mut kept[k])),
+                        None => W::decode(&mut input),
+                    };
+                    match v {
                         // SAFETY: `k < count`, inside `out[first..first+count]`, which holds no
                         // value (checked above) and is written once.
                         Ok(v) => unsafe { (*dst.add(k)).write(v) },
@@ -763,8 +781,17 @@ impl Jobs {
                 continue;
             }
             let mut due = false;
+            let pos = slot.inflight.iter().position(|f| f.seq == h.seq);
             if let Some(job) = self.map.get_mut(&h.job) {
-                let failed = if job.abandoned { 0 } else { job.sink.put(parse(&h, body)?) };
+                // The arguments' kept buffers, unless a part of the chunk sent again shares them.
+                let kept = pos.and_then(|p| {
+                    let f = &mut slot.inflight[p];
+                    let rel = h.first.checked_sub(f.first)? as usize;
+                    let kept = &mut Rc::get_mut(&mut f.bytes)?.kept;
+                    (kept.len() == f.end as usize).then_some(())?;
+                    kept.get_mut(rel..rel + h.count as usize)
+                });
+                let failed = if job.abandoned { 0 } else { job.sink.put(parse(&h, body, kept)?) };
                 job.resolved += u64::from(h.count);
                 job.failed += failed;
                 due = job.then.is_some() && job.complete();
@@ -777,7 +804,7 @@ impl Jobs {
             slot.strikes = 0;
             Slot::learn(&mut slot.ns_per_item, h.count, h.busy_ns);
             slot.inflight_items = slot.inflight_items.saturating_sub(h.count as usize);
-            if let Some(pos) = slot.inflight.iter().position(|f| f.seq == h.seq)
+            if let Some(pos) = pos
                 && let f = &mut slot.inflight[pos]
                 && f.first + u64::from(f.start) == h.first
             {
@@ -793,7 +820,7 @@ impl Jobs {
 }
 
 /// Splits a results record into its successful bytes and its list of failures.
-fn parse<'a>(h: &ResultHeader, body: &'a [u8]) -> Result<Answer<'a>> {
+fn parse<'a>(h: &ResultHeader, body: &'a [u8], kept: Option<&'a mut [Vec<u8>]>) -> Result<Answer<'a>> {
     let bad = || Error::Corrupt(format!("a results record of {} bytes for {} tasks", body.len(), h.count));
     let ok_end = RESULT_HDR.checked_add(h.ok_len as usize).filter(|&e| e <= body.len()).ok_or_else(bad)?;
     let ok = &body[RESULT_HDR..ok_end];
@@ -817,7 +844,7 @@ fn parse<'a>(h: &ResultHeader, body: &'a [u8]) -> Result<Answer<'a>> {
         };
         failed.push((idx, e));
     }
-    Ok(Answer { first: h.first, count: h.count, ok, failed })
+    Ok(Answer { first: h.first, count: h.count, ok, failed, kept })
 }
 
 #[cfg(test)]

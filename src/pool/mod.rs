@@ -245,6 +245,7 @@ impl<Ctx> Pool<Ctx> {
         window: Option<u64>,
     ) -> Result<u64>
     where
+        T: 'static,
         R: 'static,
         WI: Wire<T> + 'static,
         WO: Wire<R> + 'static,
@@ -280,6 +281,12 @@ impl<Ctx> Pool<Ctx> {
     /// An iterator whose length is known (`0..n`, a `Vec`, `slice.iter().copied()`) is read as
     /// the workers have room, never held whole; the output is sized once and each result decoded
     /// straight into its place.
+    ///
+    /// Each argument is dropped once encoded, except a `String`, or a `Vec<u8>` shorter than
+    /// 16 KiB: its buffer is kept until its task's result comes back, and becomes that result when the
+    /// result is a `String` or `Vec<u8>` too (so a map from strings to strings allocates and
+    /// frees nothing per item in the calling process); larger byte vectors are moved into the
+    /// chunk whole and dropped when their chunk is answered.
     ///
     /// If some tasks fail, the others still run and the call returns [`Error::MapFailed`] with
     /// the count and the first failure ([`Error::root`] gets at it). An argument or result whose

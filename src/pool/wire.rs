@@ -123,6 +123,11 @@ pub(crate) struct ChunkBytes {
     pub inline: Vec<u8>,
     pub blobs: Vec<(usize, Vec<u8>)>,
     blob_len: usize,
+    /// The heap buffers of the chunk's arguments, in order, when they are `String`s or short
+    /// `Vec<u8>`s: kept until the results come back, each becomes its own task's result if that
+    /// is a `String` or `Vec<u8>` too ([`Wire::decode_reusing`]): no malloc and no free per
+    /// item in the parent (a map's parent is its bottleneck on such items).
+    pub kept: Vec<Vec<u8>>,
 }
 
 /// A position in a [`ChunkBytes`], to roll back to.
@@ -144,6 +149,7 @@ impl ChunkBytes {
         self.inline.clear();
         self.blobs.clear();
         self.blob_len = 0;
+        self.kept.clear();
     }
 
     /// Moves `blob` in at the current end.
@@ -170,7 +176,7 @@ impl ChunkBytes {
         let blobs: Vec<_> = self.blobs.drain(m.blobs..).map(|(at, b)| (at - m.inline, b)).collect();
         let blob_len = self.blob_len - m.blob_len;
         self.blob_len = m.blob_len;
-        ChunkBytes { inline, blobs, blob_len }
+        ChunkBytes { inline, blobs, blob_len, kept: Vec::new() }
     }
 
     /// Appends `other` (a chunk taken out with [`ChunkBytes::split_off`]).
@@ -204,13 +210,21 @@ impl ChunkBytes {
 /// `encode` writes exactly its `n` bytes: callers then copy whole runs of values as bytes.
 pub(crate) unsafe trait Wire<T> {
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String>;
-    /// Encodes `v`, which the caller gives up, into a chunk: a large byte string may be moved
-    /// in rather than copied.
+    /// Encodes `v` into a chunk: a large byte string may be moved in rather than copied (then
+    /// `None`); otherwise `v` is handed back, for the caller to drop or keep.
     #[inline]
-    fn encode_owned(v: T, out: &mut ChunkBytes) -> Result<(), String> {
-        Self::encode(&v, &mut out.inline)
+    fn encode_owned(v: T, out: &mut ChunkBytes) -> Result<Option<T>, String> {
+        Self::encode(&v, &mut out.inline).map(|()| Some(v))
     }
     fn decode(input: &mut &[u8]) -> Result<T, String>;
+    /// [`Wire::decode`], given the buffer of the task's argument ([`ChunkBytes::kept`]) to
+    /// build the value in if it can (a `String` or `Vec<u8>` result); dropped otherwise, before
+    /// the value is decoded, so the allocator hands its memory straight to it.
+    #[inline]
+    fn decode_reusing(input: &mut &[u8], spare: Vec<u8>) -> Result<T, String> {
+        drop(spare);
+        Self::decode(input)
+    }
     /// `Some(size_of::<T>())` when values are their own bytes (see the trait's safety rule).
     fn plain_size() -> Option<usize> {
         None
@@ -270,7 +284,9 @@ unsafe impl<T: crate::Plain> Wire<T> for Plain {
 /// What [`crate::Pool::map`] and its serde siblings use: a primitive number type (`u8`…`u128`,
 /// `i8`…`i128`, `usize`, `isize`, `f32`, `f64`) crosses as its bytes, like [`Plain`]; a
 /// `Vec<u8>` as [`Serde`] lays it out (a `u64` length, then the bytes) but copied in one piece
-/// rather than byte by byte through serde; any other type through [`Serde`]. Chosen per type
+/// rather than byte by byte through serde; any other type through [`Serde`]. A `String` or
+/// `Vec<u8>` result is built in its argument's buffer when the parent kept it
+/// ([`Wire::decode_reusing`]). Chosen per type
 /// by `TypeId` (no specialisation needed: the test compares constants, folded away in each
 /// instance).
 pub(crate) struct Auto;
@@ -304,36 +320,47 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
     }
 
     #[inline]
-    fn encode_owned(v: T, out: &mut ChunkBytes) -> Result<(), String> {
-        if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
-            let v = std::mem::ManuallyDrop::new(v);
-            // SAFETY: `T` is `Vec<u8>` (same TypeId): this moves the vector out as itself, and
-            // the original is not dropped.
-            let bytes = unsafe { std::mem::transmute_copy::<T, Vec<u8>>(&v) };
-            put_u64(&mut out.inline, bytes.len() as u64);
-            if bytes.len() >= BLOB_MIN {
-                out.push_blob(bytes);
-            } else {
-                out.inline.extend_from_slice(&bytes);
-            }
-            return Ok(());
+    fn encode_owned(v: T, out: &mut ChunkBytes) -> Result<Option<T>, String> {
+        let bytes = match cast::<T, Vec<u8>>(v) {
+            Err(v) => return Self::encode(&v, &mut out.inline).map(|()| Some(v)),
+            Ok(bytes) => bytes,
+        };
+        put_u64(&mut out.inline, bytes.len() as u64);
+        if bytes.len() >= BLOB_MIN {
+            out.push_blob(bytes);
+            return Ok(None);
         }
-        Self::encode(&v, &mut out.inline)
+        out.inline.extend_from_slice(&bytes);
+        Ok(cast::<Vec<u8>, T>(bytes).ok())
+    }
+
+    #[inline]
+    fn decode_reusing(input: &mut &[u8], spare: Vec<u8>) -> Result<T, String> {
+        let is = |t: std::any::TypeId| std::any::TypeId::of::<T>() == t;
+        if is(std::any::TypeId::of::<String>()) || is(std::any::TypeId::of::<Vec<u8>>()) {
+            let mut rest = *input;
+            let bytes = take_bytes(&mut rest)?;
+            if is(std::any::TypeId::of::<String>()) {
+                std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
+            }
+            let mut buf = spare;
+            buf.clear();
+            buf.extend_from_slice(bytes);
+            *input = rest;
+            // SAFETY: the bytes were checked to be UTF-8 if `T` is `String`.
+            return Ok(unsafe { from_buffer(buf) }.expect("T is String or Vec<u8>"));
+        }
+        drop(spare);
+        Self::decode(input)
     }
 
     #[inline]
     fn decode(input: &mut &[u8]) -> Result<T, String> {
         if std::any::TypeId::of::<T>() == std::any::TypeId::of::<Vec<u8>>() {
-            let Some(n) = input.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
-                return Err("truncated length".into());
-            };
-            *input = &input[8..];
-            let n = usize::try_from(n).map_err(|_| format!("length {n} out of range"))?;
-            let Some(bytes) = input.get(..n) else { return Err("truncated bytes".into()) };
-            let v = std::mem::ManuallyDrop::new(bytes.to_vec());
-            *input = &input[n..];
-            // SAFETY: `T` is `Vec<u8>` (same TypeId): this moves the vector out as itself.
-            return Ok(unsafe { std::mem::transmute_copy::<Vec<u8>, T>(&v) });
+            let mut rest = *input;
+            let v = take_bytes(&mut rest)?.to_vec();
+            *input = rest;
+            return Ok(cast::<Vec<u8>, T>(v).expect("T is Vec<u8>"));
         }
         if is_primitive::<T>() {
             let n = std::mem::size_of::<T>();
@@ -350,6 +377,51 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
     fn plain_size() -> Option<usize> {
         is_primitive::<T>().then(std::mem::size_of::<T>)
     }
+}
+
+/// Moves `v` out as a `U` when `T` is `U` (the same type: the value is taken as itself, once).
+#[inline]
+fn cast<T: 'static, U: 'static>(v: T) -> Result<U, T> {
+    if std::any::TypeId::of::<T>() != std::any::TypeId::of::<U>() {
+        return Err(v);
+    }
+    let v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: `T` and `U` are the same type (same TypeId), and `v` is not dropped.
+    Ok(unsafe { std::mem::transmute_copy::<T, U>(&v) })
+}
+
+/// A `String`'s or `Vec<u8>`'s heap buffer, moved out of it; any other value back as it is.
+#[inline]
+pub(crate) fn into_buffer<T: 'static>(v: T) -> Result<Vec<u8>, T> {
+    let v = match cast::<T, String>(v) {
+        Ok(s) => return Ok(s.into_bytes()),
+        Err(v) => v,
+    };
+    cast::<T, Vec<u8>>(v)
+}
+
+/// A buffer as a `T` that is `Vec<u8>` or `String`; `None` for any other `T`.
+///
+/// # Safety
+/// If `T` is `String`, the bytes are UTF-8.
+#[inline]
+unsafe fn from_buffer<T: 'static>(b: Vec<u8>) -> Option<T> {
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>() {
+        // SAFETY: UTF-8, by the caller's promise.
+        return cast::<String, T>(unsafe { String::from_utf8_unchecked(b) }).ok();
+    }
+    cast::<Vec<u8>, T>(b).ok()
+}
+
+/// Reads a byte string as [`Serde`] lays it out (a `u64` length, then the bytes), borrowed.
+fn take_bytes<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let Some(n) = input.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
+        return Err("truncated length".into());
+    };
+    let n = usize::try_from(n).map_err(|_| format!("length {n} out of range"))?;
+    let Some(bytes) = input.get(8..).and_then(|b| b.get(..n)) else { return Err("truncated bytes".into()) };
+    *input = &input[8 + n..];
+    Ok(bytes)
 }
 
 /// Encodes a panic or error message, cut to [`MAX_MESSAGE`] bytes.
@@ -403,6 +475,41 @@ mod tests {
         assert_eq!(<Auto as Wire<String>>::plain_size(), None);
         assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[5u8, 0, 0][..]).is_err(), "truncated length");
         assert!(<Auto as Wire<Vec<u8>>>::decode(&mut &[5u8, 0, 0, 0, 0, 0, 0, 0, 1][..]).is_err(), "truncated bytes");
+    }
+
+    #[test]
+    fn a_string_or_bytes_result_is_built_in_its_arguments_buffer_and_checked() {
+        let mut rec = Vec::new();
+        for v in ["item number 00000007", "", "naïve ✓ and a good deal longer than the buffer it is given"] {
+            <Serde as Wire<String>>::encode(&v.to_owned(), &mut rec).unwrap();
+        }
+        let mut input = &rec[..];
+        let spare = String::from("an argument of twenty").into_bytes();
+        let at = spare.as_ptr();
+        let s = <Auto as Wire<String>>::decode_reusing(&mut input, spare).unwrap();
+        assert_eq!((s.as_str(), s.as_ptr()), ("item number 00000007", at), "built in the argument's buffer");
+        assert_eq!(<Auto as Wire<String>>::decode_reusing(&mut input, Vec::new()).unwrap(), "");
+        let long = <Auto as Wire<String>>::decode_reusing(&mut input, vec![b'x'; 4]).unwrap();
+        assert!(long.starts_with("naïve ✓") && input.is_empty(), "grown when the buffer is short");
+        // Bytes that are not UTF-8 are refused, and the input is left where it was.
+        let mut bad = Vec::new();
+        put_u64(&mut bad, 2);
+        bad.extend_from_slice(&[0xC3, 0x28]);
+        let mut input = &bad[..];
+        let e = <Auto as Wire<String>>::decode_reusing(&mut input, vec![0; 8]).unwrap_err();
+        assert!(e.contains("invalid UTF-8") && input.len() == bad.len(), "{e}");
+        assert!(<Auto as Wire<String>>::decode_reusing(&mut &bad[..9], Vec::new()).is_err(), "truncated");
+        // A byte vector likewise; any other type drops the buffer and decodes as usual.
+        let mut b = Vec::new();
+        <Serde as Wire<Vec<u8>>>::encode(&vec![9u8; 5], &mut b).unwrap();
+        assert_eq!(<Auto as Wire<Vec<u8>>>::decode_reusing(&mut &b[..], vec![1; 64]).unwrap(), vec![9u8; 5]);
+        let mut n = Vec::new();
+        <Auto as Wire<u64>>::encode(&77, &mut n).unwrap();
+        assert_eq!(<Auto as Wire<u64>>::decode_reusing(&mut &n[..], vec![1; 64]).unwrap(), 77);
+        // Which arguments have a buffer to keep.
+        assert_eq!(into_buffer(String::from("ab")).unwrap(), b"ab");
+        assert_eq!(into_buffer(vec![3u8]).unwrap(), [3]);
+        assert_eq!(into_buffer(5u64).unwrap_err(), 5);
     }
 
     #[test]
