@@ -65,12 +65,16 @@ pub(crate) struct IterSource<I: Iterator, W> {
     done: bool,
     /// Whether the iterator is being asked for an item (to name the item if it panics).
     pulling: bool,
+    /// Whether `String` and short `Vec<u8>` arguments' buffers are kept for their results
+    /// ([`ChunkBytes::kept`]): only when the results can be built in them.
+    keep: bool,
     _w: PhantomData<W>,
 }
 
 impl<I: Iterator, W> IterSource<I, W> {
-    pub(crate) fn new(iter: I) -> Self {
-        IterSource { iter, next: 0, pending: None, done: false, pulling: false, _w: PhantomData }
+    /// `keep`: see [`IterSource::keep`].
+    pub(crate) fn new(iter: I, keep: bool) -> Self {
+        IterSource { iter, next: 0, pending: None, done: false, pulling: false, keep, _w: PhantomData }
     }
 }
 
@@ -140,7 +144,7 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
             // A `String` or short `Vec<u8>` argument's buffer is kept for its result; any
             // other argument is dropped here, once encoded.
             let kept = match W::encode_owned(x, buf) {
-                Ok(x) => x.and_then(|x| wire::into_buffer(x).ok()),
+                Ok(x) => x.filter(|_| self.keep).and_then(|x| wire::into_buffer(x).ok()),
                 Err(e) => {
                     buf.truncate(at);
                     rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
@@ -858,7 +862,7 @@ mod tests {
     #[test]
     fn a_plain_source_panicking_on_a_chunks_first_pull_makes_no_chunk() {
         let iter = (0..10u64).map(|x| if x == 4 { panic!("source broke at {x}") } else { x });
-        let mut src = IterSource::<_, Auto>::new(iter);
+        let mut src = IterSource::<_, Auto>::new(iter, false);
         let (mut buf, mut rejected) = (ChunkBytes::default(), Vec::new());
         let limits = Limits { item: 1 << 20, chunk: 1 << 20 };
         let first = src.next_chunk(&mut buf, 4, limits, &mut rejected).expect("items 0..4");

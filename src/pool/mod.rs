@@ -220,11 +220,11 @@ impl<Ctx> Pool<Ctx> {
         let iter = items.into_iter();
         let (lo, hi) = iter.size_hint();
         let (source, len): (Box<dyn Source + 'i>, usize) = if lazy && hi == Some(lo) {
-            (Box::new(IterSource::<_, WI>::new(iter)), lo)
+            (Box::new(IterSource::<_, WI>::new(iter, wire::is_buffer::<R>())), lo)
         } else {
             let v: Vec<T> = iter.collect();
             let n = v.len();
-            (Box::new(IterSource::<_, WI>::new(v.into_iter())), n)
+            (Box::new(IterSource::<_, WI>::new(v.into_iter(), wire::is_buffer::<R>())), n)
         };
         let c = self.resolve_chunksize(chunksize, len)?;
         // SAFETY: only the lifetime is changed. A lazy source may borrow for 'i; its callers
@@ -250,7 +250,8 @@ impl<Ctx> Pool<Ctx> {
         WI: Wire<T> + 'static,
         WO: Wire<R> + 'static,
     {
-        let source = Box::new(IterSource::<_, WI>::new(items));
+        // An `imap`'s results are not built in kept buffers.
+        let source = Box::new(IterSource::<_, WI>::new(items, false));
         let sink: Box<dyn Sink> = Box::new(Window::<R, WO>::new(ordered));
         let mut job = Job::new(task, chunksize, source, sink);
         job.window = window;
@@ -282,11 +283,11 @@ impl<Ctx> Pool<Ctx> {
     /// the workers have room, never held whole; the output is sized once and each result decoded
     /// straight into its place.
     ///
-    /// Each argument is dropped once encoded, except a `String`, or a `Vec<u8>` shorter than
-    /// 16 KiB: its buffer is kept until its task's result comes back, and becomes that result when the
-    /// result is a `String` or `Vec<u8>` too (so a map from strings to strings allocates and
-    /// frees nothing per item in the calling process); larger byte vectors are moved into the
-    /// chunk whole and dropped when their chunk is answered.
+    /// Each argument is dropped once encoded, with two exceptions. When both the argument and
+    /// the result are a `String` or `Vec<u8>`, the argument's buffer is kept until the result
+    /// comes back and becomes it (a map from strings to strings allocates and frees nothing per
+    /// item in the calling process). A `Vec<u8>` of 16 KiB or more is moved into its chunk
+    /// whole and dropped when the chunk is answered.
     ///
     /// If some tasks fail, the others still run and the call returns [`Error::MapFailed`] with
     /// the count and the first failure ([`Error::root`] gets at it). An argument or result whose

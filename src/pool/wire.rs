@@ -124,9 +124,9 @@ pub(crate) struct ChunkBytes {
     pub blobs: Vec<(usize, Vec<u8>)>,
     blob_len: usize,
     /// The heap buffers of the chunk's arguments, in order, when they are `String`s or short
-    /// `Vec<u8>`s: kept until the results come back, each becomes its own task's result if that
-    /// is a `String` or `Vec<u8>` too ([`Wire::decode_reusing`]): no malloc and no free per
-    /// item in the parent (a map's parent is its bottleneck on such items).
+    /// `Vec<u8>`s and so are the results: kept until the results come back, each becomes its
+    /// own task's result ([`Wire::decode_reusing`]): no malloc and no free per item in the
+    /// parent (a map's parent is its bottleneck on such items).
     pub kept: Vec<Vec<u8>>,
 }
 
@@ -336,11 +336,10 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
 
     #[inline]
     fn decode_reusing(input: &mut &[u8], spare: Vec<u8>) -> Result<T, String> {
-        let is = |t: std::any::TypeId| std::any::TypeId::of::<T>() == t;
-        if is(std::any::TypeId::of::<String>()) || is(std::any::TypeId::of::<Vec<u8>>()) {
+        if is_buffer::<T>() {
             let mut rest = *input;
             let bytes = take_bytes(&mut rest)?;
-            if is(std::any::TypeId::of::<String>()) {
+            if std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>() {
                 std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
             }
             let mut buf = spare;
@@ -388,6 +387,12 @@ fn cast<T: 'static, U: 'static>(v: T) -> Result<U, T> {
     let v = std::mem::ManuallyDrop::new(v);
     // SAFETY: `T` and `U` are the same type (same TypeId), and `v` is not dropped.
     Ok(unsafe { std::mem::transmute_copy::<T, U>(&v) })
+}
+
+/// Whether `T` is `String` or `Vec<u8>`: a value that can be built in a kept buffer.
+pub(crate) fn is_buffer<T: 'static>() -> bool {
+    let t = std::any::TypeId::of::<T>();
+    t == std::any::TypeId::of::<String>() || t == std::any::TypeId::of::<Vec<u8>>()
 }
 
 /// A `String`'s or `Vec<u8>`'s heap buffer, moved out of it; any other value back as it is.
