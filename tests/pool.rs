@@ -579,6 +579,10 @@ fn string_and_byte_results_are_built_in_their_arguments_buffers_exactly_through_
         let got = pool.map(|_, s: String| s[..4].to_owned(), items(20_000), None).unwrap();
         assert!(got.iter().all(|s| s == "item"));
         assert_eq!(pool.map(|_, s: String| s.len(), items(1000), None).unwrap()[999], 8);
+        // A result much smaller than its argument does not keep the argument's memory.
+        let big = (0..200).map(|i| format!("{i:08}").repeat(1000)).collect::<Vec<String>>();
+        let got = pool.map(|_, s: String| s[..8].to_owned(), big, None).unwrap();
+        assert!(got.iter().enumerate().all(|(i, s)| *s == format!("{i:08}") && s.capacity() < 100));
         // Byte vectors, short ones (kept) beside ones long enough to be moved whole into a chunk.
         let blobs: Vec<Vec<u8>> =
             (0..3000usize).map(|i| vec![i as u8; if i.is_multiple_of(100) { 20 << 10 } else { i % 50 }]).collect();
@@ -594,11 +598,23 @@ fn string_and_byte_results_are_built_in_their_arguments_buffers_exactly_through_
         assert!(r.iter().enumerate().all(|(i, x)| x.as_ref().map_or(true, |s| *s == format!("item {i}"))));
         let err = pool.map(|_, s: String| if s.ends_with('7') { panic!("seven") } else { s }, items(10_000), None);
         assert!(matches!(err, Err(Error::MapFailed { failed: 1000, total: 10_000, .. })), "{err:?}");
-        // A worker killed mid-map: its chunk goes again (sharing the kept buffers), every result exact.
+        // A worker killed mid-map, retried: its chunk goes again whole, every result exact.
         let pool =
             Pool::builder().processes(2).context(crash_ctx()).on_worker_death(OnWorkerDeath::Retry(1)).build().unwrap();
         let got = pool.map(die_on_string, items(100_000), Some(1000)).unwrap();
         assert_ne!(pool.context().killed_pid.load(), 0, "the worker did die");
+        assert!(got.iter().enumerate().all(|(i, s)| *s == format!("item {i}")));
+        // Not retried: the chunk is split around the fatal task, both parts sharing its kept
+        // buffers (then none is reused); exactly that task fails, and the pool carries on.
+        let pool = Pool::builder().processes(2).context(crash_ctx()).build().unwrap();
+        let err = pool.map(die_on_string, items(100_000), Some(1000)).unwrap_err();
+        match &err {
+            Error::MapFailed { failed: 1, first, .. } => {
+                assert!(matches!(**first, Error::WorkerDied { task: Some(50_000), .. }), "{first}")
+            }
+            other => panic!("expected one failure, got {other}"),
+        }
+        let got = pool.map(|_, s: String| s, items(10_000), None).unwrap();
         assert!(got.iter().enumerate().all(|(i, s)| *s == format!("item {i}")));
     });
 }

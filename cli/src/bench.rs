@@ -42,7 +42,7 @@ pub struct PoolArgs {
     /// Bytes per blob run (each blob size moves this much per map).
     #[arg(long, default_value_t = 256 << 20)]
     blob_bytes: usize,
-    /// Leave glibc's malloc as it is for the blob rows. By default they keep freed memory in the
+    /// Leave glibc's malloc as it is for the blob rows (other C libraries' always are). By default they keep freed memory in the
     /// process (see `keep_freed_memory`): `map` consumes its blobs, and freeing the last of them
     /// would otherwise hand all 256 MiB back to the kernel inside the timed call, which Python's
     /// `Pool.map` (whose list outlives the call) and the memcpy floor do not time.
@@ -508,12 +508,18 @@ fn blob_rows(a: &PoolArgs, pool: &Pool, par: f64) -> crate::Result<()> {
 /// mmap threshold off, and 1 MiB blobs must still come from the heap.
 fn keep_freed_memory() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only changes two of malloc's tunables; no allocation is in progress (this
-    // process has one thread here).
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    {
+        // SAFETY: mallopt only changes malloc's tunables (under malloc's own lock); it is safe
+        // to call at any time.
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+        };
+        if !ok {
+            eprintln!("# blob rows: malloc refused a threshold: they may time returning memory to the kernel");
+        }
     }
+    #[cfg(not(target_env = "gnu"))]
+    eprintln!("# blob rows: not glibc's malloc, left as it is");
 }
 
 pub fn run(c: Command) -> crate::Result<()> {

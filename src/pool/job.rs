@@ -65,8 +65,8 @@ pub(crate) struct IterSource<I: Iterator, W> {
     done: bool,
     /// Whether the iterator is being asked for an item (to name the item if it panics).
     pulling: bool,
-    /// Whether `String` and short `Vec<u8>` arguments' buffers are kept for their results
-    /// ([`ChunkBytes::kept`]): only when the results can be built in them.
+    /// Whether arguments' buffers are kept for their results ([`ChunkBytes::kept`]): only when
+    /// the results can be built in them ([`Wire::reuses_buffers`]).
     keep: bool,
     _w: PhantomData<W>,
 }
@@ -141,10 +141,13 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
             let at = buf.mark();
             let at_len = buf.len();
             *item_at = at;
-            // A `String` or short `Vec<u8>` argument's buffer is kept for its result; any
-            // other argument is dropped here, once encoded.
+            // A `String` or short `Vec<u8>` argument's buffer is kept for its result, one entry
+            // per task (empty for an argument without one); any other argument is dropped here,
+            // once encoded.
             let kept = match W::encode_owned(x, buf) {
-                Ok(x) => x.filter(|_| self.keep).and_then(|x| wire::into_buffer(x).ok()),
+                Ok(x) => self.keep.then(|| {
+                    x.and_then(|x| wire::into_buffer(x).ok()).filter(|b| b.len() < wire::BLOB_MIN).unwrap_or_default()
+                }),
                 Err(e) => {
                     buf.truncate(at);
                     rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
@@ -787,13 +790,12 @@ impl Jobs {
             let mut due = false;
             let pos = slot.inflight.iter().position(|f| f.seq == h.seq);
             if let Some(job) = self.map.get_mut(&h.job) {
-                // The arguments' kept buffers, unless a part of the chunk sent again shares them.
+                // The arguments' kept buffers (entry `i` is task `first + i`'s), if the job keeps
+                // them and no part of the chunk sent again after a death shares them.
                 let kept = pos.and_then(|p| {
                     let f = &mut slot.inflight[p];
                     let rel = h.first.checked_sub(f.first)? as usize;
-                    let kept = &mut Rc::get_mut(&mut f.bytes)?.kept;
-                    (kept.len() == f.end as usize).then_some(())?;
-                    kept.get_mut(rel..rel + h.count as usize)
+                    Rc::get_mut(&mut f.bytes)?.kept.get_mut(rel..rel + h.count as usize)
                 });
                 let failed = if job.abandoned { 0 } else { job.sink.put(parse(&h, body, kept)?) };
                 job.resolved += u64::from(h.count);

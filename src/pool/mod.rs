@@ -220,11 +220,11 @@ impl<Ctx> Pool<Ctx> {
         let iter = items.into_iter();
         let (lo, hi) = iter.size_hint();
         let (source, len): (Box<dyn Source + 'i>, usize) = if lazy && hi == Some(lo) {
-            (Box::new(IterSource::<_, WI>::new(iter, wire::is_buffer::<R>())), lo)
+            (Box::new(IterSource::<_, WI>::new(iter, wire::is_buffer::<T>() && WO::reuses_buffers())), lo)
         } else {
             let v: Vec<T> = iter.collect();
             let n = v.len();
-            (Box::new(IterSource::<_, WI>::new(v.into_iter(), wire::is_buffer::<R>())), n)
+            (Box::new(IterSource::<_, WI>::new(v.into_iter(), wire::is_buffer::<T>() && WO::reuses_buffers())), n)
         };
         let c = self.resolve_chunksize(chunksize, len)?;
         // SAFETY: only the lifetime is changed. A lazy source may borrow for 'i; its callers
@@ -283,11 +283,14 @@ impl<Ctx> Pool<Ctx> {
     /// the workers have room, never held whole; the output is sized once and each result decoded
     /// straight into its place.
     ///
-    /// Each argument is dropped once encoded, with two exceptions. When both the argument and
-    /// the result are a `String` or `Vec<u8>`, the argument's buffer is kept until the result
-    /// comes back and becomes it (a map from strings to strings allocates and frees nothing per
-    /// item in the calling process). A `Vec<u8>` of 16 KiB or more is moved into its chunk
-    /// whole and dropped when the chunk is answered.
+    /// Each argument is dropped once encoded, with two exceptions. When the result is a
+    /// `String` or `Vec<u8>`, a `String` or `Vec<u8>` argument shorter than 16 KiB keeps its
+    /// buffer until the result comes back, and the result is built in it (a map from strings to
+    /// strings allocates and frees nothing per item in the calling process; a buffer more than
+    /// about twice the result's size is freed instead, so no result holds on to a much larger
+    /// argument's memory). A `Vec<u8>` of 16 KiB or more is moved into its chunk whole and
+    /// dropped when the chunk is answered. The same holds for [`Pool::map_async`] and
+    /// [`Pool::map_with`]; `imap` drops every argument once encoded.
     ///
     /// If some tasks fail, the others still run and the call returns [`Error::MapFailed`] with
     /// the count and the first failure ([`Error::root`] gets at it). An argument or result whose

@@ -123,10 +123,12 @@ pub(crate) struct ChunkBytes {
     pub inline: Vec<u8>,
     pub blobs: Vec<(usize, Vec<u8>)>,
     blob_len: usize,
-    /// The heap buffers of the chunk's arguments, in order, when they are `String`s or short
-    /// `Vec<u8>`s and so are the results: kept until the results come back, each becomes its
-    /// own task's result ([`Wire::decode_reusing`]): no malloc and no free per item in the
-    /// parent (a map's parent is its bottleneck on such items).
+    /// When the job's results can be built in them ([`Wire::reuses_buffers`]): the heap
+    /// buffers of the chunk's `String` and `Vec<u8>` arguments shorter than [`BLOB_MIN`], one
+    /// entry per task in order (empty for an argument that has none), kept until the results
+    /// come back. A result is then built in its own task's argument buffer
+    /// ([`Wire::decode_reusing`]) when that buffer is not much larger than the result: no malloc
+    /// and no free per item in the parent, a map's bottleneck on such items.
     pub kept: Vec<Vec<u8>>,
 }
 
@@ -218,12 +220,18 @@ pub(crate) unsafe trait Wire<T> {
     }
     fn decode(input: &mut &[u8]) -> Result<T, String>;
     /// [`Wire::decode`], given the buffer of the task's argument ([`ChunkBytes::kept`]) to
-    /// build the value in if it can (a `String` or `Vec<u8>` result); dropped otherwise, before
-    /// the value is decoded, so the allocator hands its memory straight to it.
+    /// build the value in if it can (a `String` or `Vec<u8>` result, and a buffer at most about
+    /// twice its size, so that no result holds on to a much larger argument's memory); dropped
+    /// otherwise, before the value is decoded, so the allocator hands its memory straight to it.
     #[inline]
     fn decode_reusing(input: &mut &[u8], spare: Vec<u8>) -> Result<T, String> {
         drop(spare);
         Self::decode(input)
+    }
+    /// Whether [`Wire::decode_reusing`] can build a `T` in an argument's buffer: when it cannot,
+    /// arguments are not kept.
+    fn reuses_buffers() -> bool {
+        false
     }
     /// `Some(size_of::<T>())` when values are their own bytes (see the trait's safety rule).
     fn plain_size() -> Option<usize> {
@@ -342,7 +350,7 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
             if std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>() {
                 std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
             }
-            let mut buf = spare;
+            let mut buf = if spare.capacity() <= 2 * bytes.len() + 64 { spare } else { Vec::new() };
             buf.clear();
             buf.extend_from_slice(bytes);
             *input = rest;
@@ -351,6 +359,10 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
         }
         drop(spare);
         Self::decode(input)
+    }
+
+    fn reuses_buffers() -> bool {
+        is_buffer::<T>()
     }
 
     #[inline]
@@ -396,6 +408,7 @@ pub(crate) fn is_buffer<T: 'static>() -> bool {
 }
 
 /// A `String`'s or `Vec<u8>`'s heap buffer, moved out of it; any other value back as it is.
+/// (The caller keeps only buffers shorter than [`BLOB_MIN`].)
 #[inline]
 pub(crate) fn into_buffer<T: 'static>(v: T) -> Result<Vec<u8>, T> {
     let v = match cast::<T, String>(v) {
