@@ -347,8 +347,12 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
         if is_buffer::<T>() {
             let mut rest = *input;
             let bytes = take_bytes(&mut rest)?;
-            if std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>() {
-                std::str::from_utf8(bytes).map_err(|e| format!("invalid UTF-8: {e}"))?;
+            // ASCII (checked a word at a time) is UTF-8; anything else gets the full check.
+            if std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>()
+                && !bytes.is_ascii()
+                && let Err(e) = std::str::from_utf8(bytes)
+            {
+                return Err(format!("invalid UTF-8: {e}"));
             }
             let mut buf = if spare.capacity() <= 2 * bytes.len() + 64 { spare } else { Vec::new() };
             buf.clear();
