@@ -278,8 +278,9 @@ pub(crate) struct Answer<'a> {
     pub count: u32,
     pub ok: &'a [u8],
     pub failed: Vec<(u64, Error)>,
-    /// The kept buffers of these tasks' arguments ([`ChunkBytes::kept`]), one per task, if the
-    /// parent has them all.
+    /// The kept buffers of these tasks' arguments ([`ChunkBytes::kept`]), one per task of the
+    /// record, if the job keeps them and the chunk's bytes are not shared with a part of it
+    /// sent again.
     pub kept: Option<&'a mut [Vec<u8>]>,
 }
 
