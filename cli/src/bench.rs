@@ -42,12 +42,6 @@ pub struct PoolArgs {
     /// Bytes per blob run (each blob size moves this much per map).
     #[arg(long, default_value_t = 256 << 20)]
     blob_bytes: usize,
-    /// Leave glibc's malloc as it is for the blob rows (other C libraries' always are). By default they keep freed memory in the
-    /// process (see `keep_freed_memory`): `map` consumes its blobs, and freeing the last of them
-    /// would otherwise hand all 256 MiB back to the kernel inside the timed call, which Python's
-    /// `Pool.map` (whose list outlives the call) and the memcpy floor do not time.
-    #[arg(long)]
-    default_malloc: bool,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -440,9 +434,6 @@ fn kind_rows(a: &PoolArgs, pool: &Pool, kind: &'static str, par: f64, slices: Op
 /// Byte blobs one way (`Vec<u8>` in, its length out) and round trip (the blob back), in GB/s of
 /// blob bytes, beside a memcpy of the same size.
 fn blob_rows(a: &PoolArgs, pool: &Pool, par: f64) -> crate::Result<()> {
-    if !a.default_malloc {
-        keep_freed_memory();
-    }
     for size in [1usize << 10, 64 << 10, 1 << 20] {
         let blobs = (a.blob_bytes / size).max(1);
         let total = (blobs * size) as f64;
@@ -497,29 +488,6 @@ fn blob_rows(a: &PoolArgs, pool: &Pool, par: f64) -> crate::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Keeps memory freed by this process in its heap, for the rest of the process (the blob rows
-/// are the bench's last). A map's blobs are freed by the pool as their results come in; glibc
-/// returns the top of the heap to the kernel once it exceeds the trim threshold, so freeing the
-/// last blob of a run gave all of them back in one `brk` inside the timed call (measured: about
-/// half the time of a 1 MiB-blob map on a 2-core VM, with the same copies), and the next run's
-/// blobs faulted their pages in again. Both thresholds are set: setting one turns glibc's dynamic
-/// mmap threshold off, and 1 MiB blobs must still come from the heap.
-fn keep_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    {
-        // SAFETY: mallopt only changes malloc's tunables (under malloc's own lock); it is safe
-        // to call at any time.
-        let ok = unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
-        };
-        if !ok {
-            eprintln!("# blob rows: malloc refused a threshold: they may time returning memory to the kernel");
-        }
-    }
-    #[cfg(not(target_env = "gnu"))]
-    eprintln!("# blob rows: not glibc's malloc, left as it is");
 }
 
 pub fn run(c: Command) -> crate::Result<()> {
