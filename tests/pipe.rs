@@ -4,7 +4,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use mproc::{Error, Pipe, Process};
+use mproc::{Connection, Error, Pipe, Process};
+
+/// A child that sends `msg` through `b`, then sleeps until it is killed.
+fn peer_that_says(b: Connection, msg: &'static str) -> Process {
+    Process::spawn(move || -> mproc::Result<()> {
+        b.send(&msg)?;
+        std::thread::sleep(Duration::from_secs(60));
+        Ok(())
+    })
+    .unwrap()
+}
 
 #[test]
 fn ten_thousand_round_trips_between_two_processes_arrive_in_order() {
@@ -34,12 +44,7 @@ fn ten_thousand_round_trips_between_two_processes_arrive_in_order() {
 fn a_killed_peer_is_end_of_file_after_the_messages_it_sent() {
     common::run("pipe_peer_killed", common::SECS(30), || {
         let (a, b) = Pipe::new().unwrap();
-        let mut p = Process::spawn(move || -> mproc::Result<()> {
-            b.send(&"last words")?;
-            std::thread::sleep(Duration::from_secs(60));
-            Ok(())
-        })
-        .unwrap();
+        let mut p = peer_that_says(b, "last words");
         assert_eq!(a.recv::<String>().unwrap(), "last words");
         p.kill().unwrap();
         p.join().unwrap();
@@ -57,12 +62,7 @@ fn a_killed_peer_is_end_of_file_after_the_messages_it_sent() {
 fn a_killed_peer_not_yet_reaped_is_end_of_file_too() {
     common::run("pipe_zombie_peer", common::SECS(30), || {
         let (a, b) = Pipe::new().unwrap();
-        let mut p = Process::spawn(move || -> mproc::Result<()> {
-            b.send(&"hello")?;
-            std::thread::sleep(Duration::from_secs(60));
-            Ok(())
-        })
-        .unwrap();
+        let mut p = peer_that_says(b, "hello");
         assert_eq!(a.recv::<String>().unwrap(), "hello");
         p.kill().unwrap(); // not joined yet: a zombie until the end of the test
         let t = Instant::now();
@@ -78,12 +78,7 @@ fn a_killed_peer_not_yet_reaped_is_end_of_file_too() {
 fn sends_to_a_killed_peer_fail_within_64_messages_while_the_pipe_has_room() {
     common::run("pipe_send_dead_peer", common::SECS(30), || {
         let (a, b) = Pipe::builder().capacity(256).build().unwrap();
-        let mut p = Process::spawn(move || -> mproc::Result<()> {
-            b.send(&"ready")?;
-            std::thread::sleep(Duration::from_secs(60));
-            Ok(())
-        })
-        .unwrap();
+        let mut p = peer_that_says(b, "ready");
         assert_eq!(a.recv::<String>().unwrap(), "ready");
         for i in 0..10u32 {
             a.send(&i).unwrap(); // a live peer: sent

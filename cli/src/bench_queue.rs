@@ -107,12 +107,11 @@ fn queue_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     // The message that comes back is sent again: no copy of it is made per round trip (the
     // other transports send from a buffer they keep, too).
     let mut msg = Some(payload(bytes));
-    let s = time_round_trips(n, &mut echo, || {
+    time_round_trips(n, &mut echo, || {
         there.put(msg.take().expect("back from the last round trip"))?;
         msg = Some(std::hint::black_box(back.get()?));
         Ok(())
-    })?;
-    Ok(s)
+    })
 }
 
 /// An echo's body: on an error (its CPU could not be set, a queue failed), closes `back` before
@@ -384,12 +383,11 @@ fn ipc_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
         Ok(())
     })?;
     let msg = vec![7u8; bytes];
-    let s = time_round_trips(n, &mut echo, || {
+    time_round_trips(n, &mut echo, || {
         there_tx.send(&msg).map_err(mproc::Error::Io)?;
         std::hint::black_box(back_rx.recv().map_err(|e| mproc::Error::InvalidArgument(format!("{e:?}")))?);
         Ok(())
-    })?;
-    Ok(s)
+    })
 }
 
 fn ipc_stream(bytes: usize, n: u64, k: u64) -> mproc::Result<f64> {
@@ -447,12 +445,11 @@ fn pipe_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
         Ok(())
     })?;
     let msg = vec![7u8; bytes];
-    let s = time_round_trips(n, &mut echo, || {
+    time_round_trips(n, &mut echo, || {
         a.send_bytes(&msg)?;
         std::hint::black_box(a.recv_bytes()?);
         Ok(())
-    })?;
-    Ok(s)
+    })
 }
 
 fn socket_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
@@ -468,12 +465,11 @@ fn socket_ping_pong(bytes: usize, n: u64) -> mproc::Result<f64> {
     })?;
     let msg = vec![7u8; bytes];
     let mut buf = vec![0u8; bytes];
-    let s = time_round_trips(n, &mut echo, || {
+    time_round_trips(n, &mut echo, || {
         a.write_all(&msg)?;
         a.read_exact(&mut buf)?;
         Ok(())
-    })?;
-    Ok(s)
+    })
 }
 
 fn socket_stream(bytes: usize, n: u64, k: u64) -> mproc::Result<f64> {

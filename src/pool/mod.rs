@@ -219,12 +219,13 @@ impl<Ctx> Pool<Ctx> {
     {
         let iter = items.into_iter();
         let (lo, hi) = iter.size_hint();
+        let keep = wire::is_buffer::<T>() && WO::reuses_buffers();
         let (source, len): (Box<dyn Source + 'i>, usize) = if lazy && hi == Some(lo) {
-            (Box::new(IterSource::<_, WI>::new(iter, wire::is_buffer::<T>() && WO::reuses_buffers())), lo)
+            (Box::new(IterSource::<_, WI>::new(iter, keep)), lo)
         } else {
             let v: Vec<T> = iter.collect();
             let n = v.len();
-            (Box::new(IterSource::<_, WI>::new(v.into_iter(), wire::is_buffer::<T>() && WO::reuses_buffers())), n)
+            (Box::new(IterSource::<_, WI>::new(v.into_iter(), keep)), n)
         };
         let c = self.resolve_chunksize(chunksize, len)?;
         // SAFETY: only the lifetime is changed. A lazy source may borrow for 'i; its callers

@@ -100,24 +100,12 @@ impl Pipe {
         let q = || Queue::<Vec<u8>>::with_max_item_bytes(self.capacity, self.max_message_bytes);
         let to_1 = q()?; // end 0 sends, end 1 receives
         let to_0 = if self.duplex { Some(q()?) } else { None };
-        let a = Connection {
-            ends: ends.clone(),
-            me: 0,
-            rx: Some(to_0.clone().unwrap_or_else(|| to_1.clone())),
-            tx: if self.duplex { Some(to_1.clone()) } else { None },
-            max: self.max_message_bytes,
-            sends: AtomicU32::new(0),
-            asked_at: AtomicU64::new(0),
-        };
-        let b = Connection {
-            ends,
-            me: 1,
-            rx: if self.duplex { Some(to_1.clone()) } else { None },
-            tx: Some(to_0.unwrap_or(to_1)),
-            max: self.max_message_bytes,
-            sends: AtomicU32::new(0),
-            asked_at: AtomicU64::new(0),
-        };
+        let max = self.max_message_bytes;
+        let a_rx = to_0.clone().unwrap_or_else(|| to_1.clone());
+        let a_tx = self.duplex.then(|| to_1.clone());
+        let b_rx = self.duplex.then(|| to_1.clone());
+        let a = Connection::new(ends.clone(), 0, Some(a_rx), a_tx, max);
+        let b = Connection::new(ends, 1, b_rx, Some(to_0.unwrap_or(to_1)), max);
         Ok((a, b))
     }
 }
@@ -171,6 +159,10 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
+    fn new(ends: ShmBox<Ends>, me: usize, rx: Option<Queue<Vec<u8>>>, tx: Option<Queue<Vec<u8>>>, max: usize) -> Self {
+        Connection { ends, me, rx, tx, max, sends: AtomicU32::new(0), asked_at: AtomicU64::new(0) }
+    }
+
     /// Claims this end for the calling process on first use. (A load first: a compare-exchange
     /// on every message would take the line that both ends' owners share away from the other
     /// process each time.)

@@ -213,19 +213,22 @@ pub(crate) fn set_user(uid: u32, gid: u32) -> Result<()> {
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so times taken
 /// in different processes can be subtracted.
 pub fn monotonic_ns() -> u64 {
-    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// A coarse monotonic clock in ns (`CLOCK_MONOTONIC_COARSE`: the last timer tick, a few ms
 /// old, read from the vDSO for a few ns where the precise clock costs tens): for "has a while
 /// passed" checks on fast paths.
 pub(crate) fn coarse_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// `clock` in nanoseconds.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `t` is a valid, writable timespec; CLOCK_MONOTONIC_COARSE exists since Linux 2.6.32.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    // SAFETY: `t` is a valid, writable timespec; both clocks used here exist on every Linux this
+    // crate supports (CLOCK_MONOTONIC_COARSE since 2.6.32).
+    unsafe { libc::clock_gettime(clock, &mut t) };
     t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
