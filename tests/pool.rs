@@ -589,6 +589,21 @@ fn string_and_byte_results_are_built_in_their_arguments_buffers_exactly_through_
         let want: Vec<Vec<u8>> = blobs.iter().map(|b| b.iter().rev().map(|x| x ^ 1).collect()).collect();
         let got = pool.map(|_, b: Vec<u8>| b.iter().rev().map(|x| x ^ 1).collect::<Vec<u8>>(), blobs, None).unwrap();
         assert_eq!(got, want);
+        // Identity over sizes that jump up and down (each worker decodes an argument into the
+        // buffer of its previous result): non-ASCII, empty, long beside short, exact.
+        let mixed: Vec<String> = (0..6000usize)
+            .map(|i| match i % 4 {
+                0 => "é".repeat(i % 3000),
+                1 => String::new(),
+                2 => format!("{i}"),
+                _ => "x".repeat(i * 7 % (40 << 10)),
+            })
+            .collect();
+        for chunk in [Some(7), None] {
+            assert_eq!(pool.map(|_, s: String| s, mixed.clone(), chunk).unwrap(), mixed, "chunksize {chunk:?}");
+        }
+        let bytes: Vec<Vec<u8>> = (0..300usize).map(|i| vec![i as u8; [0, 1 << 20, 5, 20 << 10, 3][i % 5]]).collect();
+        assert_eq!(pool.map(|_, b: Vec<u8>| b, bytes.clone(), Some(3)).unwrap(), bytes);
         // Panics: every other result still lands in its place, the failures are counted exactly.
         let r: Vec<_> = pool
             .imap(|_, s: String| if s.ends_with('7') { panic!("seven") } else { s }, items(10_000), 500)

@@ -144,7 +144,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
         self.len(v.len());
-        self.put(v);
+        crate::pool::wire::extend_short(self.out, v);
         Ok(())
     }
 

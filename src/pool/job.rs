@@ -138,6 +138,27 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
             self.pulling = false;
             let idx = self.next;
             self.next += 1;
+            // A short `String`/`Vec<u8>` argument whose buffer is kept: its bytes, laid out as
+            // `W` lays them out (see `Wire::reuses_buffers`), with no encoder and none of the
+            // general path's marks — a map over strings is bound by this loop.
+            let x = match wire::into_buffer(x) {
+                Ok(b) if self.keep && W::reuses_buffers() && b.len() < wire::BLOB_MIN && 8 + b.len() <= limits.item => {
+                    if buf.len() + 8 + b.len() > limits.chunk && *count > 0 {
+                        let mut alone = ChunkBytes::default();
+                        wire::put_bytes(&mut alone.inline, &b);
+                        self.pending = Some((idx, alone, Some(b)));
+                        break;
+                    }
+                    wire::put_bytes(&mut buf.inline, &b);
+                    buf.kept.push(b);
+                    first.get_or_insert(idx);
+                    *count += 1;
+                    continue;
+                }
+                // SAFETY: a buffer taken out of a `String` is UTF-8.
+                Ok(b) => unsafe { wire::from_buffer::<I::Item>(b) }.expect("taken out of an I::Item"),
+                Err(x) => x,
+            };
             let at = buf.mark();
             let at_len = buf.len();
             *item_at = at;

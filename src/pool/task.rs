@@ -7,6 +7,7 @@
 //! task record and the worker calls it.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
@@ -148,20 +149,20 @@ fn_wrapper!(MapFn<Ctx, T, R, WI, WO>(fn(&Ctx, T) -> R));
 fn_wrapper!(StarFn<Ctx, A, B, R, WI, WO>(fn(&Ctx, A, B) -> R));
 fn_wrapper!(WithFn<Ctx, A, T, R, WI, WO>(fn(&Ctx, &A, T) -> R));
 
-impl<Ctx, T, R, WI: Wire<T>, WO: Wire<R>> Task<Ctx> for MapFn<Ctx, T, R, WI, WO> {
+impl<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>> Task<Ctx> for MapFn<Ctx, T, R, WI, WO> {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         run_items::<Ctx, T, R, WI, WO>(ctx, run, self.0);
     }
 }
 
-impl<Ctx, A, B, R, WI: Wire<(A, B)>, WO: Wire<R>> Task<Ctx> for StarFn<Ctx, A, B, R, WI, WO> {
+impl<Ctx, A, B, R: 'static, WI: Wire<(A, B)>, WO: Wire<R>> Task<Ctx> for StarFn<Ctx, A, B, R, WI, WO> {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let f = self.0;
         run_items::<Ctx, (A, B), R, WI, WO>(ctx, run, |c, (a, b)| f(c, a, b));
     }
 }
 
-impl<Ctx, A, T, R, WI, WO> Task<Ctx> for WithFn<Ctx, A, T, R, WI, WO>
+impl<Ctx, A, T, R: 'static, WI, WO> Task<Ctx> for WithFn<Ctx, A, T, R, WI, WO>
 where
     A: serde::Serialize + serde::de::DeserializeOwned + 'static,
     WI: Wire<T>,
@@ -189,16 +190,25 @@ where
 }
 
 /// Runs items `start..end` of a chunk with `call`, decoding each from the chunk's bytes.
-fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<'_, '_>, call: impl Fn(&Ctx, T) -> R) {
+fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
+    ctx: &Ctx,
+    run: &mut ChunkRun<'_, '_>,
+    call: impl Fn(&Ctx, T) -> R,
+) {
     let h = run.h;
     let mut input = run.items;
     if let Some(n) = WI::plain_size() {
         // Fixed-size items: skip straight to item `start`.
         input = input.get(n * h.start as usize..).unwrap_or(&[]);
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |_| WI::decode(&mut input), call);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |_| WI::decode(&mut input), call, None);
         return;
     }
     let mut skip = h.start;
+    // A `String`/`Vec<u8>` argument is decoded into the buffer of the previous item's
+    // `String`/`Vec<u8>` result (once that is encoded): a map from strings to strings allocates
+    // and frees nothing per item in the worker either.
+    let spare = Cell::new(Vec::new());
+    let recycle = (WI::reuses_buffers() && wire::is_buffer::<R>()).then_some(&spare);
     run_each::<Ctx, T, R, WO>(
         ctx,
         run,
@@ -209,9 +219,13 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
                 skip -= 1;
                 WI::decode(&mut input)?;
             }
-            WI::decode(&mut input)
+            match recycle {
+                Some(spare) => WI::decode_reusing(&mut input, spare.take()),
+                None => WI::decode(&mut input),
+            }
         },
         call,
+        recycle,
     );
 }
 
@@ -226,14 +240,17 @@ fn run_items<Ctx, T, R, WI: Wire<T>, WO: Wire<R>>(ctx: &Ctx, run: &mut ChunkRun<
 /// blames a task for a death (`current_item` is set while an item is decoded and run, 0 once its
 /// task returned). `fallible`: decoding an item may fail or panic (serde arguments), and then the
 /// items after it cannot be found; false for items computed from their index or copied.
+/// `recycle`: where an encoded `String`/`Vec<u8>` result leaves its buffer, for `item` to decode
+/// the next argument into.
 #[inline]
-fn run_each<Ctx, T, R, WO: Wire<R>>(
+fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
     ctx: &Ctx,
     run: &mut ChunkRun<'_, '_>,
     start: u32,
     fallible: bool,
     mut item: impl FnMut(u32) -> Result<T, String>,
     call: impl Fn(&Ctx, T) -> R,
+    recycle: Option<&Cell<Vec<u8>>>,
 ) {
     let h = run.h;
     let shared = run.shared;
@@ -289,7 +306,14 @@ fn run_each<Ctx, T, R, WO: Wire<R>>(
                                 // as its own bytes; `make_room(n)` made room for `room + 1` more.
                                 unsafe { out.push_plain(&v) };
                             }
-                            None => out.item_ok(|buf| WO::encode(&v, buf)),
+                            None => {
+                                out.item_ok(|buf| WO::encode(&v, buf));
+                                if let Some(spare) = recycle
+                                    && let Ok(b) = wire::into_buffer(v)
+                                {
+                                    spare.set(b);
+                                }
+                            }
                         }
                     }
                 }
@@ -509,11 +533,11 @@ range_items!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 pub(crate) struct RangeFn<Ctx, T, R, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> WO>);
 fn_wrapper!(RangeFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
 
-impl<Ctx, T: RangeItem, R, WO: Wire<R>> Task<Ctx> for RangeFn<Ctx, T, R, WO> {
+impl<Ctx, T: RangeItem, R: 'static, WO: Wire<R>> Task<Ctx> for RangeFn<Ctx, T, R, WO> {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
         let first = h.first;
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |i| Ok(T::at(h.base, first + u64::from(i))), self.0);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |i| Ok(T::at(h.base, first + u64::from(i))), self.0, None);
     }
 }
 
@@ -537,11 +561,11 @@ unsafe fn array_element<T: crate::AtomicValue>(base: u64, at: u64) -> T {
 pub(crate) struct ArrayFn<Ctx, T, R, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> WO>);
 fn_wrapper!(ArrayFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
 
-impl<Ctx, T: crate::AtomicValue, R, WO: Wire<R>> Task<Ctx> for ArrayFn<Ctx, T, R, WO> {
+impl<Ctx, T: crate::AtomicValue, R: 'static, WO: Wire<R>> Task<Ctx> for ArrayFn<Ctx, T, R, WO> {
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
         // SAFETY: `Pool::map_array` sent this chunk: the index range is the array's.
         let item = |i: u32| Ok(unsafe { array_element::<T>(h.base, h.first + u64::from(i)) });
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, self.0);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, self.0, None);
     }
 }

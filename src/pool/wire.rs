@@ -229,7 +229,8 @@ pub(crate) unsafe trait Wire<T> {
         Self::decode(input)
     }
     /// Whether [`Wire::decode_reusing`] can build a `T` in an argument's buffer: when it cannot,
-    /// arguments are not kept.
+    /// arguments are not kept. True only for a `String` or `Vec<u8>` laid out as [`Serde`] lays
+    /// it out (a `u64` length, then the bytes), which the map's feeding loop then writes itself.
     fn reuses_buffers() -> bool {
         false
     }
@@ -356,7 +357,7 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
             }
             let mut buf = if spare.capacity() <= 2 * bytes.len() + 64 { spare } else { Vec::new() };
             buf.clear();
-            buf.extend_from_slice(bytes);
+            extend_short(&mut buf, bytes);
             *input = rest;
             // SAFETY: the bytes were checked to be UTF-8 if `T` is `String`.
             return Ok(unsafe { from_buffer(buf) }.expect("T is String or Vec<u8>"));
@@ -427,7 +428,7 @@ pub(crate) fn into_buffer<T: 'static>(v: T) -> Result<Vec<u8>, T> {
 /// # Safety
 /// If `T` is `String`, the bytes are UTF-8.
 #[inline]
-unsafe fn from_buffer<T: 'static>(b: Vec<u8>) -> Option<T> {
+pub(crate) unsafe fn from_buffer<T: 'static>(b: Vec<u8>) -> Option<T> {
     if std::any::TypeId::of::<T>() == std::any::TypeId::of::<String>() {
         // SAFETY: UTF-8, by the caller's promise.
         return cast::<String, T>(unsafe { String::from_utf8_unchecked(b) }).ok();
@@ -436,6 +437,7 @@ unsafe fn from_buffer<T: 'static>(b: Vec<u8>) -> Option<T> {
 }
 
 /// Reads a byte string as [`Serde`] lays it out (a `u64` length, then the bytes), borrowed.
+#[inline]
 fn take_bytes<'a>(input: &mut &'a [u8]) -> Result<&'a [u8], String> {
     let Some(n) = input.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
         return Err("truncated length".into());
@@ -463,6 +465,51 @@ pub(crate) fn get_str(input: &mut &[u8]) -> String {
     s
 }
 
+/// A byte string as [`Serde`] lays it out: a `u64` length, then the bytes.
+#[inline]
+pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.reserve(8 + b.len());
+    out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+    extend_short(out, b);
+}
+
+/// `out.extend_from_slice(src)`, with a string of up to 32 bytes copied by two (overlapping)
+/// word moves instead of a call to `memcpy`: a map over short strings copies each one three
+/// times in the calling process and twice in a worker, and the calls were a tenth of its time.
+#[inline]
+pub(crate) fn extend_short(out: &mut Vec<u8>, src: &[u8]) {
+    let n = src.len();
+    if !(4..=32).contains(&n) {
+        out.extend_from_slice(src);
+        return;
+    }
+    out.reserve(n);
+    let len = out.len();
+    // SAFETY: `reserve` made room for `n` bytes after `len`, and `src` has `n` readable bytes.
+    // Each pair of moves covers `[0, n)` (the second ends at `n`, overlapping the first when
+    // `n` is less than twice the word), and no move reaches outside it: for `16 ≤ n ≤ 32` the
+    // words are 16 bytes, for `8 ≤ n < 16` 8 bytes, for `4 ≤ n < 8` 4 bytes. Unaligned moves;
+    // `src` and the vector's spare room do not overlap (`src` is borrowed while `out` is
+    // borrowed mutably). All `n` bytes are then initialised.
+    unsafe {
+        let (s, d) = (src.as_ptr(), out.as_mut_ptr().add(len));
+        if n >= 16 {
+            let (a, b) = (s.cast::<[u8; 16]>().read_unaligned(), s.add(n - 16).cast::<[u8; 16]>().read_unaligned());
+            d.cast::<[u8; 16]>().write_unaligned(a);
+            d.add(n - 16).cast::<[u8; 16]>().write_unaligned(b);
+        } else if n >= 8 {
+            let (a, b) = (s.cast::<u64>().read_unaligned(), s.add(n - 8).cast::<u64>().read_unaligned());
+            d.cast::<u64>().write_unaligned(a);
+            d.add(n - 8).cast::<u64>().write_unaligned(b);
+        } else {
+            let (a, b) = (s.cast::<u32>().read_unaligned(), s.add(n - 4).cast::<u32>().read_unaligned());
+            d.cast::<u32>().write_unaligned(a);
+            d.add(n - 4).cast::<u32>().write_unaligned(b);
+        }
+        out.set_len(len + n);
+    }
+}
+
 pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -480,6 +527,27 @@ pub(crate) fn get_u64(input: &mut &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_copies_append_exactly_the_bytes_at_every_length_and_offset() {
+        let src: Vec<u8> = (0..80u8).map(|b| b.wrapping_mul(37) ^ 0x5a).collect();
+        for n in 0..=40 {
+            for off in 0..5 {
+                for before in [0, 3, 17] {
+                    let mut out = vec![0xEEu8; before];
+                    out.reserve_exact(1); // a vector with little spare room, to make it grow
+                    extend_short(&mut out, &src[off..off + n]);
+                    let mut want = vec![0xEEu8; before];
+                    want.extend_from_slice(&src[off..off + n]);
+                    assert_eq!(out, want, "n {n} offset {off} after {before}");
+                }
+            }
+        }
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        put_bytes(&mut a, b"twenty bytes or so..");
+        <Serde as Wire<String>>::encode(&"twenty bytes or so..".to_owned(), &mut b).unwrap();
+        assert_eq!(a, b, "the feeding loop lays a string out as serde does");
+    }
 
     #[test]
     fn auto_lays_out_bytes_and_numbers_as_serde_and_plain_do() {
