@@ -291,7 +291,10 @@ impl<Ctx> Pool<Ctx> {
     /// about twice the result's size is freed instead, so no result holds on to a much larger
     /// argument's memory). A `Vec<u8>` of 16 KiB or more is moved into its chunk whole and
     /// dropped when the chunk is answered. The same holds for [`Pool::map_async`] and
-    /// [`Pool::map_with`]; `imap` drops every argument once encoded.
+    /// [`Pool::map_with`]; `imap` drops every argument once encoded. In a worker, for every map
+    /// and `imap`, a `String` or `Vec<u8>` argument is decoded into the buffer of the previous
+    /// `String` or `Vec<u8>` result once that is sent: a map from strings to strings allocates
+    /// nowhere per item.
     ///
     /// If some tasks fail, the others still run and the call returns [`Error::MapFailed`] with
     /// the count and the first failure ([`Error::root`] gets at it). An argument or result whose
