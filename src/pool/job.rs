@@ -55,6 +55,29 @@ pub(crate) trait Source {
     fn exhausted(&self) -> bool;
 }
 
+/// The plain loop's items, written into room reserved after `at` and counted in `items`: the
+/// vector's length and the source's counts are set once, when the loop ends — or, if the
+/// iterator panics, on the way out, so that the items before it still go. (Set per item, they
+/// were a store and a reload through memory per item, a third of the parent's time on `u64`s.)
+struct PlainRun<'a> {
+    inline: &'a mut Vec<u8>,
+    at: usize,
+    size: usize,
+    items: usize,
+    count: &'a mut u32,
+    next: &'a mut u64,
+}
+
+impl Drop for PlainRun<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the `items` items after `at` were each written (into reserved room) before
+        // `items` counted them.
+        unsafe { self.inline.set_len(self.at + self.items * self.size) };
+        *self.count += self.items as u32;
+        *self.next += self.items as u64;
+    }
+}
+
 /// Items from an iterator, encoded by `W` straight into the chunk buffer.
 pub(crate) struct IterSource<I: Iterator, W> {
     iter: I,
@@ -109,22 +132,23 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
             buf.inline.reserve(want * n);
             first.get_or_insert(self.next);
             self.pulling = true;
+            let at = buf.inline.len();
+            let mut run = PlainRun { inline: &mut buf.inline, at, size: n, items: 0, count, next: &mut self.next };
+            // SAFETY: `at` is the vector's length, within (one past) its allocation.
+            let dst = unsafe { run.inline.as_mut_ptr().add(at) };
             for _ in 0..want {
                 let Some(x) = self.iter.next() else {
                     self.done = true;
                     break;
                 };
-                let len = buf.inline.len();
-                // SAFETY: `reserve` made room for `want` items of `n` bytes, and this is at most
-                // the `want`th; by `Wire`'s contract (`plain_size` is `Some(n)`, `n` the size of
-                // the item type) an item's encoding is its own `n` bytes, with no padding.
-                unsafe {
-                    buf.inline.as_mut_ptr().add(len).cast::<I::Item>().write_unaligned(x);
-                    buf.inline.set_len(len + n);
-                }
-                self.next += 1;
-                *count += 1;
+                // SAFETY: `reserve` made room for `want` items of `n` bytes after `at`, and this
+                // is item `run.items < want`; by `Wire`'s contract (`plain_size` is `Some(n)`, `n`
+                // the size of the item type) an item's encoding is its own `n` bytes, with no
+                // padding. Unaligned: the chunk's bytes have no alignment.
+                unsafe { dst.add(run.items * n).cast::<I::Item>().write_unaligned(x) };
+                run.items += 1;
             }
+            drop(run);
             self.pulling = false;
             return;
         }
