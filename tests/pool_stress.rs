@@ -55,6 +55,30 @@ fn regression_a_stuck_task_no_longer_wedges_the_next_map() {
 }
 
 #[test]
+fn a_chunk_of_quick_plain_tasks_longer_than_the_time_limit_is_progress_not_a_timeout() {
+    common::run("pool_long_plain_chunk", common::SECS(60), || {
+        let limit = Duration::from_millis(50);
+        let pool = Pool::builder().processes(2).task_timeout(limit).build().unwrap();
+        let pids = pool.worker_pids();
+        // Two chunks of 50,000 tasks of 2 µs: each runs about 100 ms, twice the limit, and
+        // every task in it returns well inside it (plain results: their progress is the task
+        // index, `started` is counted once per chunk).
+        let quick = |_: &(), x: u64| {
+            let end = Instant::now() + Duration::from_micros(2);
+            while Instant::now() < end {
+                std::hint::spin_loop();
+            }
+            x
+        };
+        let t = Instant::now();
+        let out = pool.map(quick, 0..100_000u64, Some(50_000)).unwrap();
+        assert_eq!(out, (0..100_000).collect::<Vec<_>>());
+        assert!(t.elapsed() > limit, "the chunks ran longer than the limit");
+        assert_eq!(pool.worker_pids(), pids, "no worker was timed out");
+    });
+}
+
+#[test]
 fn a_sigstopped_worker_is_timed_out_replaced_and_the_map_completes() {
     common::run("pool_sigstop", common::SECS(60), || {
         struct Ctx {

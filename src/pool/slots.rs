@@ -164,8 +164,8 @@ pub(crate) struct Slot {
     /// The chunk (by seq) the worker was running when its queue was taken back: no more work
     /// goes to it until that chunk is answered.
     pub stalled_on: Option<u64>,
-    /// The progress mark (`started`, `done`) last seen, and when it was first seen.
-    pub watch: ((u64, u64), Instant),
+    /// The progress mark (`started`, `done`, `current_item`) last seen, and when it was first seen.
+    pub watch: ((u64, u64, u64), Instant),
     /// Set when the parent killed the worker for running past its time limit.
     pub timed_out: Option<Duration>,
 }
@@ -184,7 +184,7 @@ impl Slot {
             seq: 0,
             ns_per_item: 2000.0,
             stalled_on: None,
-            watch: ((0, 0), Instant::now()),
+            watch: ((0, 0, 0), Instant::now()),
             timed_out: None,
         })
     }

@@ -87,7 +87,7 @@ impl Supervisor {
         slot.alive = true;
         slot.args_sent.clear();
         slot.timed_out = None;
-        slot.watch = ((0, 0), Instant::now());
+        slot.watch = ((0, 0, 0), Instant::now());
         Ok(())
     }
 
@@ -126,7 +126,12 @@ impl Supervisor {
         self.last_timeouts = now;
         for s in slots.iter_mut().filter(|s| s.alive && s.timed_out.is_none()) {
             let shared = s.chan.shared();
-            let mark = (shared.started.load(Ordering::Relaxed), shared.done.load(Ordering::Relaxed));
+            // `current_item` too: with plain results `started` is counted per chunk, not per task.
+            let mark = (
+                shared.started.load(Ordering::Relaxed),
+                shared.done.load(Ordering::Relaxed),
+                shared.current_item.load(Ordering::Relaxed),
+            );
             if s.inflight.is_empty() || mark != s.watch.0 {
                 s.watch = (mark, now);
                 continue;

@@ -236,9 +236,15 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
 /// the task, or the encoding of its result), whatever it left in the record is rolled back, it
 /// is reported as panicked, and a new guard resumes after it. The loop keeps its counters in
 /// registers: after a panic the failing item is found from the record itself (the next index it
-/// would hold). The progress marks (`started`, `current_item`) are stored per item: they are what
-/// blames a task for a death (`current_item` is set while an item is decoded and run, 0 once its
-/// task returned). `fallible`: decoding an item may fail or panic (serde arguments), and then the
+/// would hold). The progress marks are stored per item: they are what blames a task for a death
+/// and what the timeout check watches move. `current_item` is set while an item is decoded and
+/// run, and `started` counts it; with results of any other kind `current_item` is 0 again once
+/// the task returned (a death while its result is encoded is not its fault). Plain results are a
+/// store that cannot fail, so for them only `current_item` is stored per item, as `run_into`
+/// does: it is cleared only before waiting for room in the results ring, and `started` is
+/// counted once at the end — a worker killed from outside between two tasks blames the one that
+/// just returned, whose result went down with the worker anyway. (The two other stores were a
+/// tenth of a worker's time on a map of `u64`s.) `fallible`: decoding an item may fail or panic (serde arguments), and then the
 /// items after it cannot be found; false for items computed from their index or copied.
 /// `recycle`: where an encoded `String`/`Vec<u8>` result leaves its buffer, for `item` to decode
 /// the next argument into.
@@ -259,6 +265,7 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
     // run of items, and each result is a store (see `ResultWriter::push_plain`).
     let plain = WO::plain_size().filter(|&n| n <= run.out.item_limit() && n == std::mem::size_of::<R>());
     let decoding = std::cell::Cell::new(false);
+    let started_before = shared.started.load(Ordering::Relaxed);
     let mut from = start;
     while from < h.end {
         let out = &mut *run.out;
@@ -266,8 +273,10 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
             let mut started = shared.started.load(Ordering::Relaxed);
             let mut room = plain.map_or(0, |n| out.make_room(n));
             for i in from..h.end {
-                started += 1;
-                shared.started.store(started, Ordering::Relaxed);
+                if plain.is_none() {
+                    started += 1;
+                    shared.started.store(started, Ordering::Relaxed);
+                }
                 shared.current_item.store(h.first + u64::from(i) + 1, Ordering::Relaxed);
                 if fallible {
                     decoding.set(true);
@@ -291,12 +300,11 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                     }
                     Ok(x) => {
                         let v = call(ctx, x);
-                        // The task is done: a death from here on (encoding, or waiting for room
-                        // in a full results ring) is not this task's fault.
-                        shared.current_item.store(0, Ordering::Relaxed);
                         match plain {
                             Some(n) => {
                                 if room == 0 {
+                                    // Waiting for room in a full results ring: not the task's fault.
+                                    shared.current_item.store(0, Ordering::Relaxed);
                                     out.next_record();
                                     room = out.make_room(n);
                                 }
@@ -307,6 +315,9 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                                 unsafe { out.push_plain(&v) };
                             }
                             None => {
+                                // The task is done: a death from here on (encoding, or waiting
+                                // for room in a full results ring) is not this task's fault.
+                                shared.current_item.store(0, Ordering::Relaxed);
                                 out.item_ok(|buf| WO::encode(&v, buf));
                                 if let Some(spare) = recycle
                                     && let Ok(b) = wire::into_buffer(v)
@@ -331,6 +342,9 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
             }
             break;
         }
+    }
+    if plain.is_some() {
+        shared.started.store(started_before + u64::from(h.end - start), Ordering::Relaxed);
     }
     shared.current_item.store(0, Ordering::Relaxed);
     run.out.finish();

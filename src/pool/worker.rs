@@ -35,7 +35,8 @@ pub(crate) struct WorkerShared {
     pub current_item: AtomicU64,
     /// Tasks completed by this incarnation.
     pub done: AtomicU64,
-    /// Tasks started by this incarnation (Relaxed): the timeout check watches it move.
+    /// Tasks started by this incarnation (Relaxed): the timeout check watches it move (with
+    /// `current_item`: a chunk of plain results counts its tasks once, at its end).
     pub started: AtomicU64,
     /// Sequence number of the last chunk the worker claimed (see above).
     pub claim: AtomicU64,
