@@ -633,3 +633,32 @@ fn string_and_byte_results_are_built_in_their_arguments_buffers_exactly_through_
         assert!(got.iter().enumerate().all(|(i, s)| *s == format!("item {i}")));
     });
 }
+
+#[test]
+fn plain_results_written_in_the_ring_stay_exact_across_small_records_panics_and_wraparounds() {
+    common::run("pool_plain_in_ring", common::SECS(120), || {
+        // Rings of about 10 KiB: each chunk's results take many records, each reserved in place
+        // and wrapping around the ring's end again and again.
+        let pool = Pool::builder().processes(2).max_message_bytes(4096).build().unwrap();
+        for chunk in [Some(1), Some(777), Some(50_000), None] {
+            let got = pool.map(|_, x: u64| x * 3, 0..200_000u64, chunk).unwrap();
+            assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64 * 3), "chunksize {chunk:?}");
+            let got = pool.map_range(|_, x: u32| x ^ 0x5a5a, 0..100_000u32, chunk).unwrap();
+            assert!(got.iter().enumerate().all(|(i, &v)| v == i as u32 ^ 0x5a5a), "range, chunksize {chunk:?}");
+        }
+        // Panics mixed in: their exceptions share the records with the results around them.
+        let bad = |_: &(), x: u64| if x % 997 == 5 { panic!("bad {x}") } else { x };
+        let r: Vec<_> = pool.imap(bad, 0..100_000u64, 20_000).unwrap().collect();
+        assert_eq!(r.len(), 100_000);
+        for (i, x) in r.iter().enumerate() {
+            match x {
+                Ok(v) => assert!(*v == i as u64 && i % 997 != 5, "task {i}: {v}"),
+                Err(Error::TaskPanicked { task, .. }) => assert!(*task == i as u64 && i % 997 == 5, "task {i}"),
+                Err(e) => panic!("task {i}: {e}"),
+            }
+        }
+        let err = pool.map(bad, 0..100_000u64, None).unwrap_err();
+        assert!(matches!(err, Error::MapFailed { failed: 101, total: 100_000, .. }), "{err}");
+        assert_eq!(pool.map(|_, x: u8| x, 0..3u8, None).unwrap(), vec![0, 1, 2], "still serving");
+    });
+}
