@@ -365,6 +365,20 @@ impl<'seg, W: Wake> Producer<'seg, W> {
         Ok(())
     }
 
+    /// Waits (spin, then `futex_wait`) until a record of `len` bytes fits: only for a side with
+    /// nothing else to watch (a worker), which sleeps until the consumer makes room.
+    fn wait_for_room(&mut self, len: usize) {
+        while !self.raw.has_room(len) {
+            if spin_until(|| self.raw.has_room(len)) {
+                break;
+            }
+            let flag: &AtomicU32 = &self.raw.ctl.producer_asleep;
+            if doze(std::iter::once(flag), || self.raw.has_room(len), || Futex::sleep(flag)).is_some() {
+                self.sleeps += 1;
+            }
+        }
+    }
+
     /// Reserves a record to be written in place: at least `min` payload bytes (waiting, as
     /// [`Producer::push_with`] does, while the ring has less room), at most `max`, as many as
     /// are free in one piece. Returns where the payload goes and how many bytes it may take.
@@ -375,15 +389,7 @@ impl<'seg, W: Wake> Producer<'seg, W> {
             return Err(PushError::TooLarge);
         }
         let max = max.clamp(min, self.max_record());
-        while !self.raw.has_room(min) {
-            if spin_until(|| self.raw.has_room(min)) {
-                break;
-            }
-            let flag: &AtomicU32 = &self.raw.ctl.producer_asleep;
-            if doze(std::iter::once(flag), || self.raw.has_room(min), || Futex::sleep(flag)).is_some() {
-                self.sleeps += 1;
-            }
-        }
+        self.wait_for_room(min);
         let (ctl, cap) = (self.raw.ctl, self.raw.cap);
         let head = ctl.head.load(Ordering::Relaxed) as usize;
         // Acquire: the consumer is done with the bytes before `tail`.
@@ -435,15 +441,7 @@ impl<'seg, W: Wake> Producer<'seg, W> {
         if len > self.max_record() {
             return Err(PushError::TooLarge);
         }
-        while !self.raw.has_room(len) {
-            if spin_until(|| self.raw.has_room(len)) {
-                break;
-            }
-            let flag: &AtomicU32 = &self.raw.ctl.producer_asleep;
-            if doze(std::iter::once(flag), || self.raw.has_room(len), || Futex::sleep(flag)).is_some() {
-                self.sleeps += 1;
-            }
-        }
+        self.wait_for_room(len);
         // Only this producer takes space, so the room found above is still there.
         self.try_push_with(kind, len, fill)
     }
@@ -624,6 +622,18 @@ mod tests {
         (0..len).map(|j| (i as usize).wrapping_mul(31).wrapping_add(j) as u8).collect()
     }
 
+    /// Takes the ring's oldest record, if any, and checks it is the oracle's oldest.
+    fn pop_against(c: &mut Consumer<'_, Futex>, oracle: &mut std::collections::VecDeque<(u32, Vec<u8>)>) {
+        match c.try_recv() {
+            Some(rec) => {
+                let (k, b) = oracle.pop_front().expect("ring has a record the oracle lacks");
+                assert_eq!((rec.kind(), rec.body()), (k, &b[..]));
+                rec.commit();
+            }
+            None => assert!(oracle.is_empty()),
+        }
+    }
+
     /// Against a VecDeque oracle: random pushes and pops of random sizes keep order and bytes,
     /// across many wrap-arounds, and `Full` happens only when the bytes really do not fit.
     #[test]
@@ -645,12 +655,8 @@ mod tests {
                     Err(PushError::Full) => assert!(!oracle.is_empty(), "full while empty"),
                     Err(PushError::TooLarge) => unreachable!("{len} < max"),
                 }
-            } else if let Some(rec) = c.try_recv() {
-                let (k, b) = oracle.pop_front().expect("ring has a record the oracle lacks");
-                assert_eq!((rec.kind(), rec.body()), (k, &b[..]));
-                rec.commit();
             } else {
-                assert!(oracle.is_empty());
+                pop_against(&mut c, &mut oracle);
             }
         }
         assert!(pushed > 50_000);
@@ -692,12 +698,8 @@ mod tests {
                 if p.try_push(i, &bytes).is_ok() {
                     oracle.push_back((i, bytes));
                 }
-            } else if let Some(rec) = c.try_recv() {
-                let (k, b) = oracle.pop_front().expect("ring has a record the oracle lacks");
-                assert_eq!((rec.kind(), rec.body()), (k, &b[..]));
-                rec.commit();
             } else {
-                assert!(oracle.is_empty());
+                pop_against(&mut c, &mut oracle);
             }
         }
         assert!(reserved > 10_000 && dropped > 5_000, "{reserved} reserved, {dropped} let go");
