@@ -143,8 +143,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
 
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
-        self.len(v.len());
-        crate::pool::wire::extend_short(self.out, v);
+        crate::pool::wire::put_bytes(self.out, v);
         Ok(())
     }
 

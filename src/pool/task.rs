@@ -244,8 +244,9 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
 /// does: it is cleared only before waiting for room in the results ring, and `started` is
 /// counted once at the end — a worker killed from outside between two tasks blames the one that
 /// just returned, whose result went down with the worker anyway. (The two other stores were a
-/// tenth of a worker's time on a map of `u64`s.) `fallible`: decoding an item may fail or panic (serde arguments), and then the
-/// items after it cannot be found; false for items computed from their index or copied.
+/// tenth of a worker's time on a map of `u64`s.) `fallible`: decoding an item may fail or panic
+/// (serde arguments), and then the items after it cannot be found; false for items computed
+/// from their index or copied.
 /// `recycle`: where an encoded `String`/`Vec<u8>` result leaves its buffer, for `item` to decode
 /// the next argument into.
 #[inline]

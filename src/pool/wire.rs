@@ -314,8 +314,7 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
     #[inline]
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
         if let Some(bytes) = (v as &dyn std::any::Any).downcast_ref::<Vec<u8>>() {
-            put_u64(out, bytes.len() as u64);
-            out.extend_from_slice(bytes);
+            put_bytes(out, bytes);
             return Ok(());
         }
         if is_primitive::<T>() {
@@ -334,12 +333,12 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
             Err(v) => return Self::encode(&v, &mut out.inline).map(|()| Some(v)),
             Ok(bytes) => bytes,
         };
-        put_u64(&mut out.inline, bytes.len() as u64);
         if bytes.len() >= BLOB_MIN {
+            put_u64(&mut out.inline, bytes.len() as u64);
             out.push_blob(bytes);
             return Ok(None);
         }
-        out.inline.extend_from_slice(&bytes);
+        put_bytes(&mut out.inline, &bytes);
         Ok(cast::<Vec<u8>, T>(bytes).ok())
     }
 
@@ -454,8 +453,7 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     while !s.is_char_boundary(n) {
         n -= 1;
     }
-    put_u64(out, n as u64);
-    out.extend_from_slice(&s.as_bytes()[..n]);
+    put_bytes(out, &s.as_bytes()[..n]);
 }
 
 pub(crate) fn get_str(input: &mut &[u8]) -> String {
@@ -465,7 +463,9 @@ pub(crate) fn get_str(input: &mut &[u8]) -> String {
     s
 }
 
-/// A byte string as [`Serde`] lays it out: a `u64` length, then the bytes.
+/// A byte string as [`Serde`] lays it out: a `u64` length, then the bytes (the one writer of
+/// that layout: serde's byte strings, `Auto`'s byte vectors, the feeding loop's kept strings,
+/// messages).
 #[inline]
 pub(crate) fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.reserve(8 + b.len());

@@ -155,11 +155,9 @@ impl<'a> ResultWriter<'a> {
         self.item_limit
     }
 
-    /// How many more results of `size` bytes fit in this record, with room made for them in the
-    /// buffer: plain results are checked once per run of items, not one by one.
-    ///
-    /// The room is in the ring: the record is reserved there (waiting for room if the ring is
-    /// full) and the results are written in place.
+    /// How many more plain results of `size` bytes fit in this record: checked once per run of
+    /// items, not one by one. The room is in the ring: the record is reserved there (waiting
+    /// for room if the ring is full) and the results are written in place.
     #[inline]
     pub(crate) fn make_room(&mut self, size: usize) -> usize {
         debug_assert_eq!(self.buf.len(), RESULT_HDR, "plain results only, in place");
