@@ -326,18 +326,26 @@ impl<Ctx> Pool<Ctx> {
     /// assert_eq!(shifted, (-5..5).collect::<Vec<_>>());
     /// # Ok::<(), mproc::Error>(())
     /// ```
-    pub fn map_range<T, R>(
-        &self,
-        f: fn(&Ctx, T) -> R,
-        range: std::ops::Range<T>,
-        chunksize: Option<usize>,
-    ) -> Result<Vec<R>>
+    ///
+    /// `f` is a closure that captures nothing, or a function's name, as for
+    /// [`Pool::map_range_into`]: the workers call it inlined into their loop over a chunk (a `fn`
+    /// pointer would be an indirect call per item, the larger part of a worker's time on cheap
+    /// tasks). Anything else does not compile:
+    ///
+    /// ```compile_fail
+    /// # let pool = mproc::Pool::new(2)?;
+    /// let f: fn(&(), u64) -> u64 = |_, x| x; // a fn pointer: 8 bytes
+    /// pool.map_range(f, 0..10u64, None)?;
+    /// # Ok::<(), mproc::Error>(())
+    /// ```
+    pub fn map_range<T, R, F>(&self, f: F, range: std::ops::Range<T>, chunksize: Option<usize>) -> Result<Vec<R>>
     where
         T: RangeItem,
         R: Serialize + DeserializeOwned + 'static,
+        F: Fn(&Ctx, T) -> R + Copy + Send + 'static,
     {
         let len = T::count(range.start, range.end) as usize;
-        let task = TaskFn::new(RangeFn::<Ctx, T, R, Auto>::new(f));
+        let task = TaskFn::new(RangeFn::<Ctx, T, R, Auto, F>::new(f));
         self.map_indices::<R, Auto>(task, RangeSource::new(range), len, chunksize, None)
     }
 
@@ -501,15 +509,18 @@ impl<Ctx> Pool<Ctx> {
     /// assert!(matches!(pool.map_array(|_, x: u32| x, &late, None), Err(mproc::Error::Misuse(_))));
     /// # Ok::<(), mproc::Error>(())
     /// ```
-    pub fn map_array<T, R>(&self, f: fn(&Ctx, T) -> R, array: &RawArray<T>, chunksize: Option<usize>) -> Result<Vec<R>>
+    ///
+    /// `f` is a closure that captures nothing, or a function's name (see [`Pool::map_range`]).
+    pub fn map_array<T, R, F>(&self, f: F, array: &RawArray<T>, chunksize: Option<usize>) -> Result<Vec<R>>
     where
         T: AtomicValue,
         R: Serialize + DeserializeOwned + 'static,
+        F: Fn(&Ctx, T) -> R + Copy + Send + 'static,
     {
         self.check_mapped(array, "map_array")?;
         let len = array.len();
         let source = RangeSource::indices(array.as_ptr().expose_provenance() as u64, len as u64);
-        self.map_indices::<R, Auto>(TaskFn::new(ArrayFn::<Ctx, T, R, Auto>::new(f)), source, len, chunksize, None)
+        self.map_indices::<R, Auto>(TaskFn::new(ArrayFn::<Ctx, T, R, Auto, F>::new(f)), source, len, chunksize, None)
     }
 
     /// [`Pool::map`] with a per-call value: `arg` is encoded once and sent once to each worker

@@ -263,7 +263,8 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
     let shared = run.shared;
     run.out.begin(h.job, h.first + u64::from(start), h.seq, h.end - start);
     // Plain results (numbers, `map_plain`) have one size: the record's room is counted once per
-    // run of items, and each result is a store (see `ResultWriter::push_plain`).
+    // run of items, and each result is a store at a cursor (see `ResultWriter::plain_cursor`),
+    // counted when the run ends, before the record is published, or before a failure is recorded.
     let plain = WO::plain_size().filter(|&n| n <= run.out.item_limit() && n == std::mem::size_of::<R>());
     let decoding = std::cell::Cell::new(false);
     let started_before = shared.started.load(Ordering::Relaxed);
@@ -273,6 +274,22 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
         let r = catch_unwind(AssertUnwindSafe(|| {
             let mut started = shared.started.load(Ordering::Relaxed);
             let mut room = plain.map_or(0, |n| out.make_room(n));
+            let mut dst = if plain.is_some() { out.plain_cursor() } else { std::ptr::null_mut() };
+            let mut k = 0usize;
+            macro_rules! commit {
+                () => {
+                    if let Some(n) = plain {
+                        // SAFETY: the `k` results were stored whole from `dst`, taken after the
+                        // last `make_room`, within the room it counted (`room` went down by one
+                        // per result).
+                        unsafe { out.commit_plain(k, n) };
+                        #[allow(unused_assignments, reason = "not read after the last commit")]
+                        {
+                            k = 0;
+                        }
+                    }
+                };
+            }
             for i in from..h.end {
                 if plain.is_none() {
                     started += 1;
@@ -288,6 +305,7 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                 }
                 match x {
                     Err(e) => {
+                        commit!();
                         out.item_err(wire::UNDECODABLE, &e);
                         if fallible {
                             // Where this argument ends is unknown: the ones after it cannot be
@@ -298,22 +316,31 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                             return;
                         }
                         room = plain.map_or(0, |n| out.make_room(n));
+                        if plain.is_some() {
+                            dst = out.plain_cursor();
+                        }
                     }
                     Ok(x) => {
                         let v = call(ctx, x);
                         match plain {
                             Some(n) => {
                                 if room == 0 {
+                                    commit!();
                                     // Waiting for room in a full results ring: not the task's fault.
                                     shared.current_item.store(0, Ordering::Relaxed);
                                     out.next_record();
                                     room = out.make_room(n);
+                                    dst = out.plain_cursor();
                                 }
                                 room -= 1;
                                 // SAFETY: `WO::plain_size()` is `Some(n)` with `n` the size of `R`
                                 // (checked above): by `Wire`'s contract `R` is plain data encoded
-                                // as its own bytes; `make_room(n)` made room for `room + 1` more.
-                                unsafe { out.push_plain(&v) };
+                                // as its own bytes. `make_room(n)` made room for `room + 1` more
+                                // results from `dst` on, of which `k` are written; the record is
+                                // this writer's alone until published. Unaligned: records are
+                                // byte-aligned.
+                                unsafe { dst.add(k * n).cast::<R>().write_unaligned(v) };
+                                k += 1;
                             }
                             None => {
                                 // The task is done: a death from here on (encoding, or waiting
@@ -330,7 +357,20 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                     }
                 }
             }
+            commit!();
         }));
+        if let Some(n) = plain
+            && r.is_err()
+        {
+            // The results a panic left uncommitted: those of the items since the last commit,
+            // before the one that panicked (marked current, as every item is while it runs; 0
+            // only while waiting for room, after a commit).
+            let current = shared.current_item.load(Ordering::Relaxed);
+            let pending = current.saturating_sub(1 + run.out.next_index()) as usize;
+            // SAFETY: they were stored whole, as `commit!` says: the panic came from the task or
+            // its argument, not from a store.
+            unsafe { run.out.commit_plain(pending, n) };
+        }
         let Err(p) = r else { break };
         // The item that panicked is the next one the record would have held.
         let failed = (run.out.next_index() - h.first) as u32;
@@ -458,8 +498,9 @@ impl<Ctx, K, T, R, F: Fn(&Ctx, T) -> R + Copy + Send> ZstFn<Ctx, K, T, R, F> {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
-                "the _into maps take a closure that captures nothing, or a function's name: \
-                 not a fn pointer or a closure with captures (give per-call values through the context)"
+                "map_range, map_array and their _into forms take a closure that captures nothing, or \
+                 a function's name: not a fn pointer or a closure with captures (give per-call values \
+                 through the context)"
             )
         };
         let _ = f;
@@ -544,15 +585,22 @@ macro_rules! range_items {
 }
 range_items!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
 
-/// `fn(&Ctx, T) -> R` over a range of integers: items are computed from their index.
-pub(crate) struct RangeFn<Ctx, T, R, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> WO>);
-fn_wrapper!(RangeFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
+/// Marks a [`ZstFn`] whose results cross the results ring, encoded with `WO`, to be collected
+/// into a `Vec` by the parent; `K` says where the items come from ([`OverRange`], [`OverArray`]).
+pub(crate) struct Collect<K, WO>(PhantomData<fn() -> (K, WO)>);
 
-impl<Ctx, T: RangeItem, R: 'static, WO: Wire<R>> Task<Ctx> for RangeFn<Ctx, T, R, WO> {
+/// `F` over a range of integers: items are computed from their index.
+pub(crate) type RangeFn<Ctx, T, R, WO, F> = ZstFn<Ctx, Collect<OverRange, WO>, T, R, F>;
+/// `F` over the elements of a shared array (see [`array_element`]).
+pub(crate) type ArrayFn<Ctx, T, R, WO, F> = ZstFn<Ctx, Collect<OverArray, WO>, T, R, F>;
+
+impl<Ctx, T: RangeItem, R: 'static, WO: Wire<R>, F: Fn(&Ctx, T) -> R + Copy + Send> Task<Ctx>
+    for ZstFn<Ctx, Collect<OverRange, WO>, T, R, F>
+{
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
-        let first = h.first;
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |i| Ok(T::at(h.base, first + u64::from(i))), self.0, None);
+        let item = |i: u32| Ok(T::at(h.base, h.first + u64::from(i)));
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, conjure::<F>(), None);
     }
 }
 
@@ -571,16 +619,14 @@ unsafe fn array_element<T: crate::AtomicValue>(base: u64, at: u64) -> T {
     T::load(unsafe { T::as_atomic(p.add(at as usize)) }, Ordering::Relaxed)
 }
 
-/// `fn(&Ctx, T) -> R` over the elements of a [`crate::RawArray`] the workers have mapped: items
-/// are read from shared memory by index (the chunk header's `base` is the array's address).
-pub(crate) struct ArrayFn<Ctx, T, R, WO>(pub fn(&Ctx, T) -> R, PhantomData<fn() -> WO>);
-fn_wrapper!(ArrayFn<Ctx, T, R, WO>(fn(&Ctx, T) -> R));
-
-impl<Ctx, T: crate::AtomicValue, R: 'static, WO: Wire<R>> Task<Ctx> for ArrayFn<Ctx, T, R, WO> {
+/// Items are read from shared memory by index (the chunk header's `base` is the array's address).
+impl<Ctx, T: crate::AtomicValue, R: 'static, WO: Wire<R>, F: Fn(&Ctx, T) -> R + Copy + Send> Task<Ctx>
+    for ZstFn<Ctx, Collect<OverArray, WO>, T, R, F>
+{
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
         // SAFETY: `Pool::map_array` sent this chunk: the index range is the array's.
         let item = |i: u32| Ok(unsafe { array_element::<T>(h.base, h.first + u64::from(i)) });
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, self.0, None);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, conjure::<F>(), None);
     }
 }
