@@ -197,10 +197,18 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
 ) {
     let h = run.h;
     let mut input = run.items;
-    if let Some(n) = WI::plain_size() {
-        // Fixed-size items: skip straight to item `start`.
-        input = input.get(n * h.start as usize..).unwrap_or(&[]);
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, |_| WI::decode(&mut input), call, None);
+    if let Some(n) = WI::plain_size().filter(|&n| n == std::mem::size_of::<T>()) {
+        // Fixed-size items: item `i` is at `i * n`, read by index (no cursor to carry from one
+        // item to the next, nor a bounds check per item).
+        if input.len() < n * h.end as usize {
+            return fail_items(run, "a chunk shorter than its items");
+        }
+        let at = input.as_ptr();
+        // SAFETY: `i < h.end` (run_each's items), and the chunk holds `h.end` items of `n` bytes
+        // (checked above); by `Wire`'s contract (`plain_size` is `Some(n)`, `n` the size of `T`)
+        // those bytes are a `T`'s own, any bit pattern valid. Unaligned: chunks are byte-aligned.
+        let item = |i: u32| Ok(unsafe { at.add(i as usize * n).cast::<T>().read_unaligned() });
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, call, None);
         return;
     }
     let mut skip = h.start;
