@@ -271,7 +271,7 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
     let shared = run.shared;
     run.out.begin(h.job, h.first + u64::from(start), h.seq, h.end - start);
     // Plain results (numbers, `map_plain`) have one size: the record's room is counted once per
-    // run of items, and each result is a store at a cursor (see `ResultWriter::plain_cursor`),
+    // run of items, and each result is a store at a cursor (see `ResultWriter::make_room`),
     // counted when the run ends, before the record is published, or before a failure is recorded.
     let plain = WO::plain_size().filter(|&n| n <= run.out.item_limit() && n == std::mem::size_of::<R>());
     let decoding = std::cell::Cell::new(false);
@@ -281,15 +281,14 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
         let out = &mut *run.out;
         let r = catch_unwind(AssertUnwindSafe(|| {
             let mut started = shared.started.load(Ordering::Relaxed);
-            let mut room = plain.map_or(0, |n| out.make_room(n));
-            let mut dst = if plain.is_some() { out.plain_cursor() } else { std::ptr::null_mut() };
+            let (mut room, mut dst) = plain.map_or((0, std::ptr::null_mut()), |n| out.make_room(n));
             let mut k = 0usize;
             macro_rules! commit {
                 () => {
                     if let Some(n) = plain {
-                        // SAFETY: the `k` results were stored whole from `dst`, taken after the
-                        // last `make_room`, within the room it counted (`room` went down by one
-                        // per result).
+                        // SAFETY: the `k` results were stored whole from `dst`, the cursor the
+                        // last `make_room` returned, within the room it counted (`room` went down
+                        // by one per result).
                         unsafe { out.commit_plain(k, n) };
                         #[allow(unused_assignments, reason = "not read after the last commit")]
                         {
@@ -323,10 +322,7 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                             }
                             return;
                         }
-                        room = plain.map_or(0, |n| out.make_room(n));
-                        if plain.is_some() {
-                            dst = out.plain_cursor();
-                        }
+                        (room, dst) = plain.map_or((0, std::ptr::null_mut()), |n| out.make_room(n));
                     }
                     Ok(x) => {
                         let v = call(ctx, x);
@@ -337,8 +333,7 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                                     // Waiting for room in a full results ring: not the task's fault.
                                     shared.current_item.store(0, Ordering::Relaxed);
                                     out.next_record();
-                                    room = out.make_room(n);
-                                    dst = out.plain_cursor();
+                                    (room, dst) = out.make_room(n);
                                 }
                                 room -= 1;
                                 // SAFETY: `WO::plain_size()` is `Some(n)` with `n` the size of `R`

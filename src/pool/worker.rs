@@ -155,11 +155,14 @@ impl<'a> ResultWriter<'a> {
         self.item_limit
     }
 
-    /// How many more plain results of `size` bytes fit in this record: checked once per run of
-    /// items, not one by one. The room is in the ring: the record is reserved there (waiting
-    /// for room if the ring is full) and the results are written in place.
+    /// How many more plain results of `size` bytes fit in this record, and where the next one
+    /// goes: checked once per run of items, not one by one. The room is in the ring: the record
+    /// is reserved there (waiting for room if the ring is full) and the results are written in
+    /// place, from the cursor on, then counted with [`ResultWriter::commit_plain`] (a cursor in a
+    /// register, not a length and a count in this struct updated per item: that chain through
+    /// memory was a fifth of a worker's time on a map of `u64`s).
     #[inline]
-    pub(crate) fn make_room(&mut self, size: usize) -> usize {
+    pub(crate) fn make_room(&mut self, size: usize) -> (usize, *mut u8) {
         debug_assert_eq!(self.buf.len(), RESULT_HDR, "plain results only, in place");
         let d = match self.direct {
             Some(d) => d,
@@ -171,7 +174,7 @@ impl<'a> ResultWriter<'a> {
                 d
             }
         };
-        d.room.saturating_sub(d.len + self.exc.len()) / size.max(1)
+        (d.room.saturating_sub(d.len + self.exc.len()) / size.max(1), d.body.as_ptr().wrapping_add(d.len))
     }
 
     /// Where this record's results end (header included): in the ring, or in `buf`.
@@ -192,23 +195,12 @@ impl<'a> ResultWriter<'a> {
         }
     }
 
-    /// Where the next plain result goes, in the record [`ResultWriter::make_room`] reserved:
-    /// the caller writes a run of results from here on, then counts them with
-    /// [`ResultWriter::commit_plain`] (a cursor in a register, not a length and a count in this
-    /// struct updated per item: that chain through memory was a fifth of a worker's time on a
-    /// map of `u64`s).
-    #[inline]
-    pub(crate) fn plain_cursor(&self) -> *mut u8 {
-        let d = self.direct.as_ref().expect("make_room reserved the record");
-        d.body.as_ptr().wrapping_add(d.len)
-    }
-
-    /// Counts `k` plain results of `size` bytes each, written from [`ResultWriter::plain_cursor`]
-    /// on.
+    /// Counts `k` plain results of `size` bytes each, written from the cursor
+    /// [`ResultWriter::make_room`] returned on.
     ///
     /// # Safety
     /// The results were written there, whole: `k * size` initialised bytes, within the room
-    /// `make_room(size)` promised since the cursor was taken.
+    /// that `make_room(size)` counted.
     #[inline]
     pub(crate) unsafe fn commit_plain(&mut self, k: usize, size: usize) {
         let d = self.direct.as_mut().expect("make_room reserved the record");

@@ -257,9 +257,9 @@ pub(crate) struct Producer<'seg, W: Wake> {
     reserved: Option<Reserved>,
 }
 
-/// Where a reserved record goes: a PAD first at `pad` (offset, bytes to the ring's end) if it
-/// wraps, then its header at `start` and its payload (at most `room` bytes); `head` is the
-/// position of its header.
+/// Where a record goes ([`Producer::place`]; kept while a record is written in place): a PAD
+/// first at `pad` (offset, bytes to the ring's end) if it wraps, then its header at `start` and
+/// its payload (at most `room` bytes); `head` is the position of its header.
 #[derive(Debug, Clone, Copy)]
 struct Reserved {
     pad: Option<(usize, usize)>,
@@ -323,6 +323,45 @@ impl<'seg, W: Wake> Producer<'seg, W> {
         self.sleeps
     }
 
+    /// Where a record of at least `min` payload bytes (at most `max`, as many as are free in one
+    /// piece) goes now, if it fits: before the ring's end, or at its start after a PAD.
+    fn place(&self, min: usize, max: usize) -> Option<Reserved> {
+        let (ctl, cap) = (self.raw.ctl, self.raw.cap);
+        let need = padded(min);
+        let head = ctl.head.load(Ordering::Relaxed) as usize;
+        // Acquire: the consumer is done with the bytes before `tail`.
+        let free = cap - (head - ctl.tail.load(Ordering::Acquire) as usize);
+        let off = head % cap;
+        let to_end = cap - off;
+        // Positions and `cap` are multiples of 8, so is `free`.
+        let r = if to_end >= need {
+            if free < need {
+                return None;
+            }
+            Reserved { pad: None, start: off, room: to_end.min(free) - HDR, head }
+        } else {
+            if free < to_end + need {
+                return None;
+            }
+            Reserved { pad: Some((off, to_end)), start: 0, room: free - to_end - HDR, head: head + to_end }
+        };
+        debug_assert!(r.room >= min && padded(r.room.min(max)) <= free);
+        Some(Reserved { room: r.room.min(max), ..r })
+    }
+
+    /// Publishes the record placed at `r` as `len` bytes of `kind` (its payload written), and
+    /// wakes the consumer if it sleeps.
+    fn publish(&mut self, r: Reserved, kind: u32, len: usize) {
+        if let Some((off, to_end)) = r.pad {
+            self.raw.write_header(off, (to_end - HDR) as u32, PAD);
+        }
+        self.raw.write_header(r.start, len as u32, kind);
+        let ctl = self.raw.ctl;
+        // SeqCst: Release for the bytes, and the handshake's position store.
+        ctl.head.store((r.head + padded(len)) as u64, Ordering::SeqCst);
+        wake_if_asleep(&ctl.consumer_asleep, &self.waker);
+    }
+
     /// Appends a record of `kind` whose payload `fill` writes into the slice it is given (exactly
     /// `len` bytes), publishes it and wakes the consumer if it sleeps.
     pub(crate) fn try_push_with(
@@ -335,33 +374,12 @@ impl<'seg, W: Wake> Producer<'seg, W> {
             return Err(PushError::TooLarge);
         }
         self.reserved = None; // this record takes the space a reservation had found
-        let (ctl, cap) = (self.raw.ctl, self.raw.cap);
-        let need = padded(len);
-        let mut head = ctl.head.load(Ordering::Relaxed) as usize;
-        // Acquire: the consumer is done with the bytes before `tail`.
-        let tail = ctl.tail.load(Ordering::Acquire) as usize;
-        let free = cap - (head - tail);
-        let off = head % cap;
-        let to_end = cap - off;
-        let mut start = off;
-        if to_end < need {
-            if free < to_end + need {
-                return Err(PushError::Full);
-            }
-            self.raw.write_header(off, (to_end - HDR) as u32, PAD);
-            head += to_end;
-            start = 0;
-        } else if free < need {
-            return Err(PushError::Full);
-        }
-        self.raw.write_header(start, len as u32, kind);
-        // SAFETY: `start + HDR + len <= cap` (checked above) and the range is free space that only
-        // this producer writes until it publishes `head`.
-        let body = unsafe { std::slice::from_raw_parts_mut(self.raw.data.as_ptr().add(start + HDR), len) };
+        let r = self.place(len, len).ok_or(PushError::Full)?;
+        // SAFETY: `place` put the record's `len` payload bytes inside the buffer, before its end,
+        // in free space that only this producer writes until it publishes `head`.
+        let body = unsafe { std::slice::from_raw_parts_mut(self.raw.data.as_ptr().add(r.start + HDR), len) };
         fill(body);
-        // SeqCst: Release for the bytes, and the handshake's position store.
-        ctl.head.store((head + need) as u64, Ordering::SeqCst);
-        wake_if_asleep(&ctl.consumer_asleep, &self.waker);
+        self.publish(r, kind, len);
         Ok(())
     }
 
@@ -390,24 +408,10 @@ impl<'seg, W: Wake> Producer<'seg, W> {
         }
         let max = max.clamp(min, self.max_record());
         self.wait_for_room(min);
-        let (ctl, cap) = (self.raw.ctl, self.raw.cap);
-        let head = ctl.head.load(Ordering::Relaxed) as usize;
-        // Acquire: the consumer is done with the bytes before `tail`.
-        let free = cap - (head - ctl.tail.load(Ordering::Acquire) as usize);
-        let off = head % cap;
-        let to_end = cap - off;
-        // `has_room(min)` held, and only this producer takes space: a record of `min` fits here,
-        // or at the start after a PAD. Positions and `cap` are multiples of 8, so is `free`.
-        let r = if to_end >= padded(min) {
-            Reserved { pad: None, start: off, room: to_end.min(free) - HDR, head }
-        } else {
-            Reserved { pad: Some((off, to_end)), start: 0, room: free - to_end - HDR, head: head + to_end }
-        };
-        let r = Reserved { room: r.room.min(max), ..r };
-        debug_assert!(r.room >= min && padded(r.room) <= free);
+        // Only this producer takes space, so the room found above is still there.
+        let r = self.place(min, max).expect("room for the record");
         self.reserved = Some(r);
-        // SAFETY: `start + HDR + room <= cap`: the record fits before the ring's end (checked
-        // above), inside the buffer.
+        // SAFETY: `place` put the record's payload (`room` bytes) inside the buffer, before its end.
         Ok((unsafe { self.raw.data.add(r.start + HDR) }, r.room))
     }
 
@@ -419,14 +423,7 @@ impl<'seg, W: Wake> Producer<'seg, W> {
     pub(crate) fn commit_reserved(&mut self, kind: u32, len: usize) {
         let r = self.reserved.take().expect("a reserved record");
         assert!(len <= r.room, "a record of {len} bytes in a reservation of {}", r.room);
-        if let Some((off, to_end)) = r.pad {
-            self.raw.write_header(off, (to_end - HDR) as u32, PAD);
-        }
-        self.raw.write_header(r.start, len as u32, kind);
-        let ctl = self.raw.ctl;
-        // SeqCst: Release for the bytes, and the handshake's position store.
-        ctl.head.store((r.head + padded(len)) as u64, Ordering::SeqCst);
-        wake_if_asleep(&ctl.consumer_asleep, &self.waker);
+        self.publish(r, kind, len);
     }
 
     /// Appends `bytes` as one record.
