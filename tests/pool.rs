@@ -662,3 +662,48 @@ fn plain_results_written_in_the_ring_stay_exact_across_small_records_panics_and_
         assert_eq!(pool.map(|_, x: u8| x, 0..3u8, None).unwrap(), vec![0, 1, 2], "still serving");
     });
 }
+
+/// The flags of the mapping of this process that holds `addr` (the `VmFlags` line of its
+/// `/proc/self/smaps` entry).
+fn vm_flags_at(addr: usize) -> String {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut inside = false;
+    for line in smaps.lines() {
+        let range = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = range.split_once('-')
+            && let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+        {
+            inside = (lo..hi).contains(&addr);
+        } else if inside && let Some(flags) = line.strip_prefix("VmFlags:") {
+            return flags.trim().to_owned();
+        }
+    }
+    panic!("no mapping holds {addr:#x}");
+}
+
+#[test]
+fn a_large_output_is_advised_onto_huge_pages_and_a_small_one_is_not() {
+    common::run("pool_output_huge_pages", common::SECS(120), || {
+        // Without transparent huge pages in the kernel there is nothing to advise.
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage/enabled").exists() {
+            eprintln!("this kernel has no transparent huge pages: nothing to check");
+            return;
+        }
+        let huge = 2 << 20;
+        let pool = Pool::new(2).unwrap();
+        // 8 MB of `u64`s, 12 MB of 64-byte structs through serde and the plain path: each output
+        // holds whole 2 MiB pages, and its interior is advised (`hg`), with every value exact.
+        let big = pool.map_range(|_, x: u64| x * 5, 0..1_000_000u64, None).unwrap();
+        assert!(big.iter().enumerate().all(|(i, &v)| v == i as u64 * 5));
+        let serde = pool.map(|_, x: u32| [x; 3], 0..1_000_000u32, None).unwrap();
+        assert!(serde.iter().enumerate().all(|(i, &v)| v == [i as u32; 3]));
+        for (what, at) in [("map_range", big.as_ptr() as usize), ("map", serde.as_ptr() as usize)] {
+            let flags = vm_flags_at(at.next_multiple_of(huge));
+            assert!(flags.split(' ').any(|f| f == "hg"), "{what}'s output is not advised: {flags}");
+        }
+        // A small output is left to the allocator: its heap mapping carries no advice.
+        let small = pool.map_range(|_, x: u64| x, 0..1000u64, None).unwrap();
+        let flags = vm_flags_at(small.as_ptr() as usize);
+        assert!(!flags.split(' ').any(|f| f == "hg"), "a 8 KB output was advised: {flags}");
+    });
+}

@@ -389,6 +389,9 @@ impl<R, W> Fill<R, W> {
     pub(crate) fn new(len: usize) -> Self {
         let mut f = Fill { out: Vec::new(), filled: Vec::new(), n_filled: 0, errors: Vec::new(), _w: PhantomData };
         f.grow(len);
+        // Written once through, from cores that just read the results: a large output's page
+        // faults were most of the parent's time (10 M `u64`s: 4.9 of 5.1 ns per item).
+        crate::sys::advise_huge_pages(&mut f.out);
         f
     }
 

@@ -109,6 +109,35 @@ fn segment_error(name: &CStr, call: &'static str, e: io::Error) -> Error {
     }
 }
 
+/// The size of a transparent huge page: what one page-middle-directory entry maps (a page of
+/// entries of 8 bytes, each mapping a page): 2 MiB with 4 KiB pages, 512 MiB with 64 KiB ones.
+fn huge_page_size() -> usize {
+    let page = page_size();
+    page * (page / 8)
+}
+
+/// Asks the kernel to back the whole huge pages inside `buf` with huge pages when it first
+/// touches them (`madvise(MADV_HUGEPAGE)`, honoured where transparent huge pages are set to
+/// `always` or `madvise`). For a large buffer about to be written through once, this replaces
+/// one page fault per 4 KiB with one per 2 MiB: measured on a 2-core VM, writing 80 MB into a
+/// fresh allocation ran 4.4 ns per 8 bytes with small pages, 1.8-2.0 with huge ones (1.3 warm).
+/// Only the aligned interior is advised, so no other allocation's memory is touched; a buffer
+/// smaller than two huge pages is left alone. Advice only: a kernel without huge pages says no,
+/// and that is not an error.
+pub(crate) fn advise_huge_pages<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
+    let huge = huge_page_size();
+    let bytes = std::mem::size_of_val(buf);
+    if bytes < 2 * huge {
+        return;
+    }
+    let start = buf.as_mut_ptr() as usize;
+    let (from, to) = (start.next_multiple_of(huge), (start + bytes) / huge * huge);
+    // SAFETY: `from..to` lies inside `buf`, memory this caller holds exclusively; MADV_HUGEPAGE
+    // changes how its pages are backed, never what they hold, so nothing that reads or writes
+    // the buffer, or any other memory, can tell (except by speed).
+    unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+}
+
 /// Longest segment name Linux accepts (`NAME_MAX` of the tmpfs behind `/dev/shm`), without the
 /// leading `/`. mproc's own generated names stay within 31 bytes, the portable limit of systems
 /// with short shared-memory names.
