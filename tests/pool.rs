@@ -707,3 +707,46 @@ fn a_large_output_is_advised_onto_huge_pages_and_a_small_one_is_not() {
         assert!(!flags.split(' ').any(|f| f == "hg"), "a 8 KB output was advised: {flags}");
     });
 }
+
+#[test]
+fn results_streamed_past_the_cache_stay_exact_across_small_records_and_panics() {
+    common::run("pool_streamed_results", common::SECS(120), || {
+        let values: Vec<u64> = (0..300_000u64).map(|x| x.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let array = mproc::RawArray::from_slice(&values).unwrap();
+        // Chunks of 100,000 `u64` results of a range or an array (800 KB: streamed), into the
+        // default rings and into rings of about 10 KiB, where each chunk's results take hundreds
+        // of records, each fenced and published in turn, wrapping around the ring's end; beside
+        // them, results that cross through serde (an array of numbers: not streamed).
+        for small in [false, true] {
+            let b = Pool::builder().processes(2);
+            let pool = if small { b.max_message_bytes(4096) } else { b }.build().unwrap();
+            let got = pool.map_range(|_, x: u64| x * 7 + 1, 0..400_000u64, Some(100_000)).unwrap();
+            assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64 * 7 + 1), "range, small rings: {small}");
+            let wide = pool.map_range(
+                |_, x: u32| [u64::from(x), u64::from(x) << 32, !u64::from(x)],
+                0..300_000u32,
+                Some(100_000),
+            );
+            assert!(
+                wide.unwrap().iter().enumerate().all(|(i, v)| *v == [i as u64, (i as u64) << 32, !(i as u64)]),
+                "serde results, small rings: {small}"
+            );
+            let got = pool.map_array(|_, x: u64| x ^ 0xffff, &array, Some(100_000)).unwrap();
+            assert!(got.iter().zip(&values).all(|(&v, &x)| v == x ^ 0xffff), "array, small rings: {small}");
+            // Panics inside streamed runs: exactly those items fail, and what was streamed before
+            // each is counted once (a miscount would be a missing or corrupt result instead).
+            let bad = |_: &(), x: u64| if x % 40_009 == 3 { panic!("bad {x}") } else { x };
+            let err = pool.map_range(bad, 0..400_000u64, Some(100_000)).unwrap_err();
+            let panics = (0..400_000u64).filter(|x| x % 40_009 == 3).count();
+            match err {
+                Error::MapFailed { failed, total: 400_000, first } => {
+                    assert_eq!(failed, panics, "small rings: {small}");
+                    assert!(matches!(*first, Error::TaskPanicked { task: 3, .. }), "{first}");
+                }
+                e => panic!("small rings: {small}: {e}"),
+            }
+            let got = pool.map_range(|_, x: u64| x, 0..200_000u64, None).unwrap();
+            assert!(got.iter().enumerate().all(|(i, &v)| v == i as u64), "still exact after the panics");
+        }
+    });
+}

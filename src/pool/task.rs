@@ -208,7 +208,7 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
         // (checked above); by `Wire`'s contract (`plain_size` is `Some(n)`, `n` the size of `T`)
         // those bytes are a `T`'s own, any bit pattern valid. Unaligned: chunks are byte-aligned.
         let item = |i: u32| Ok(unsafe { at.add(i as usize * n).cast::<T>().read_unaligned() });
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, call, None);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, Items::Copied, item, call, None);
         return;
     }
     let mut skip = h.start;
@@ -221,7 +221,7 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
         ctx,
         run,
         h.start,
-        true,
+        Items::Decoded,
         |_| {
             while skip > 0 {
                 skip -= 1;
@@ -235,6 +235,26 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
         call,
         recycle,
     );
+}
+
+/// The least bytes of plain results a chunk computed from indices has for its worker to stream
+/// them past its cache ([`Items::Computed`]): an eighth of a core's L2 on the machines measured.
+const STREAM_MIN: usize = 256 << 10;
+
+/// Where [`run_each`]'s items come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Items {
+    /// Decoded from the chunk's bytes (serde arguments): decoding may fail or panic, and then
+    /// the items after it cannot be found.
+    Decoded,
+    /// Copied from the chunk's bytes (plain arguments): cannot fail.
+    Copied,
+    /// Computed from their index (a range, a shared array): the parent sends no bytes and only
+    /// collects the results, so the workers are what bounds the map, and a large chunk's plain
+    /// results are streamed past the worker's cache (see [`STREAM_MIN`]). Where the parent feeds
+    /// the items it is the bound, and streamed results, which it then reads from memory rather
+    /// than from a cache, cost it more than they save a worker (measured: no gain on `map_plain`).
+    Computed,
 }
 
 /// Runs items `start..end` of a chunk, getting item `i` (its index in the chunk) from `item`,
@@ -252,9 +272,7 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
 /// does: it is cleared only before waiting for room in the results ring, and `started` is
 /// counted once at the end — a worker killed from outside between two tasks blames the one that
 /// just returned, whose result went down with the worker anyway. (The two other stores were a
-/// tenth of a worker's time on a map of `u64`s.) `fallible`: decoding an item may fail or panic
-/// (serde arguments), and then the items after it cannot be found; false for items computed
-/// from their index or copied.
+/// tenth of a worker's time on a map of `u64`s.) `items`: where the items come from ([`Items`]).
 /// `recycle`: where an encoded `String`/`Vec<u8>` result leaves its buffer, for `item` to decode
 /// the next argument into.
 #[inline]
@@ -262,7 +280,7 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
     ctx: &Ctx,
     run: &mut ChunkRun<'_, '_>,
     start: u32,
-    fallible: bool,
+    items: Items,
     mut item: impl FnMut(u32) -> Result<T, String>,
     call: impl Fn(&Ctx, T) -> R,
     recycle: Option<&Cell<Vec<u8>>>,
@@ -274,6 +292,12 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
     // run of items, and each result is a store at a cursor (see `ResultWriter::make_room`),
     // counted when the run ends, before the record is published, or before a failure is recorded.
     let plain = WO::plain_size().filter(|&n| n <= run.out.item_limit() && n == std::mem::size_of::<R>());
+    // A large chunk of results computed from indices is streamed to memory (`sys::stream_store`):
+    // stored into ring lines the parent last read, each would first be fetched from the parent's
+    // core. Small chunks' results stay in cache for the parent.
+    let stream = items == Items::Computed
+        && plain.is_some_and(|n| crate::sys::streams(n) && (h.end - start) as usize * n >= STREAM_MIN);
+    let fallible = items == Items::Decoded;
     let decoding = std::cell::Cell::new(false);
     let started_before = shared.started.load(Ordering::Relaxed);
     let mut from = start;
@@ -341,8 +365,16 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
                                 // as its own bytes. `make_room(n)` made room for `room + 1` more
                                 // results from `dst` on, of which `k` are written; the record is
                                 // this writer's alone until published. Unaligned: records are
-                                // byte-aligned.
-                                unsafe { dst.add(k * n).cast::<R>().write_unaligned(v) };
+                                // byte-aligned — but 8-aligned where results are streamed (a
+                                // record's payload starts 8-aligned, and each result is a whole
+                                // number of words); `commit_plain` fences them before publishing.
+                                unsafe {
+                                    if stream {
+                                        crate::sys::stream_store(dst.add(k * n), v);
+                                    } else {
+                                        dst.add(k * n).cast::<R>().write_unaligned(v);
+                                    }
+                                }
                                 k += 1;
                             }
                             None => {
@@ -603,7 +635,7 @@ impl<Ctx, T: RangeItem, R: 'static, WO: Wire<R>, F: Fn(&Ctx, T) -> R + Copy + Se
     fn run_chunk(self, ctx: &Ctx, run: &mut ChunkRun<'_, '_>) {
         let h = run.h;
         let item = |i: u32| Ok(T::at(h.base, h.first + u64::from(i)));
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, conjure::<F>(), None);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, Items::Computed, item, conjure::<F>(), None);
     }
 }
 
@@ -630,6 +662,6 @@ impl<Ctx, T: crate::AtomicValue, R: 'static, WO: Wire<R>, F: Fn(&Ctx, T) -> R + 
         let h = run.h;
         // SAFETY: `Pool::map_array` sent this chunk: the index range is the array's.
         let item = |i: u32| Ok(unsafe { array_element::<T>(h.base, h.first + u64::from(i)) });
-        run_each::<Ctx, T, R, WO>(ctx, run, h.start, false, item, conjure::<F>(), None);
+        run_each::<Ctx, T, R, WO>(ctx, run, h.start, Items::Computed, item, conjure::<F>(), None);
     }
 }
