@@ -713,9 +713,13 @@ fn results_streamed_past_the_cache_stay_exact_across_small_records_and_panics() 
     common::run("pool_streamed_results", common::SECS(120), || {
         let values: Vec<u64> = (0..300_000u64).map(|x| x.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
         let array = mproc::RawArray::from_slice(&values).unwrap();
-        // Chunks of 100,000 `u64` results of a range or an array (800 KB: streamed), into the
-        // default rings and into rings of about 10 KiB, where each chunk's results take hundreds
-        // of records, each fenced and published in turn, wrapping around the ring's end; beside
+        let (out64, out32) =
+            (mproc::RawArray::<u64>::zeroed(400_000).unwrap(), mproc::RawArray::<u32>::zeroed(400_000).unwrap());
+        let out_a = mproc::RawArray::<u64>::zeroed(300_000).unwrap();
+        // Chunks of 100,000 results of ranges and arrays (800 KB of `u64`s, 400 KB of `u32`s:
+        // streamed): into the results rings, default ones and ones of about 10 KiB (where each
+        // chunk's results take hundreds of records, each fenced and published in turn, wrapping
+        // around the ring's end), and into the shared output arrays of the `_into` forms; beside
         // them, results that cross through serde (an array of numbers: not streamed).
         for small in [false, true] {
             let b = Pool::builder().processes(2);
@@ -733,6 +737,19 @@ fn results_streamed_past_the_cache_stay_exact_across_small_records_and_panics() 
             );
             let got = pool.map_array(|_, x: u64| x ^ 0xffff, &array, Some(100_000)).unwrap();
             assert!(got.iter().zip(&values).all(|(&v, &x)| v == x ^ 0xffff), "array, small rings: {small}");
+            // Stored by the workers into shared arrays (8- and 4-byte elements: streamed).
+            pool.map_range_into(|_, x: u64| x * 3 + 2, 0..400_000u64, &out64, Some(100_000)).unwrap();
+            assert!((0..400_000).all(|i| out64.load(i) == i as u64 * 3 + 2), "range into u64s, small rings: {small}");
+            pool.map_range_into(|_, x: u32| x ^ 0x5a5a_5a5a, 0..400_000u32, &out32, Some(100_000)).unwrap();
+            assert!(
+                (0..400_000).all(|i| out32.load(i) == i as u32 ^ 0x5a5a_5a5a),
+                "range into u32s, small rings: {small}"
+            );
+            pool.map_array_into(|_, x: u64| x.rotate_left(7), &array, &out_a, Some(100_000)).unwrap();
+            assert!(
+                (0..300_000).all(|i| out_a.load(i) == values[i].rotate_left(7)),
+                "array into, small rings: {small}"
+            );
             // Panics inside streamed runs: exactly those items fail, and what was streamed before
             // each is counted once (a miscount would be a missing or corrupt result instead).
             let bad = |_: &(), x: u64| if x % 40_009 == 3 { panic!("bad {x}") } else { x };

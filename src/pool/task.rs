@@ -458,6 +458,10 @@ fn run_into<Ctx, T, R: crate::AtomicValue>(
     }
     let shared = run.shared;
     run.out.begin(h.job, h.first + u64::from(h.start), h.seq, h.end - h.start);
+    // A large chunk's results are streamed past the worker's cache, as `run_each` streams them
+    // into the results ring (see `STREAM_MIN`).
+    let size = std::mem::size_of::<R>();
+    let stream = crate::sys::streams_shared(size) && (h.end - h.start) as usize * size >= STREAM_MIN;
     let mut from = h.start;
     while from < h.end {
         let r = catch_unwind(AssertUnwindSafe(|| {
@@ -471,10 +475,19 @@ fn run_into<Ctx, T, R: crate::AtomicValue>(
                 // SAFETY: `out` is the address of a RawArray<R> of `len` elements mapped before
                 // this worker was forked (checked by the parent), so mapped here at that address
                 // for the worker's life; `at < first + end ≤ len` (checked above). Stored
-                // atomically, so other processes' atomic reads of it are no data race.
-                R::store(unsafe { R::as_atomic(out.add(at as usize)) }, v, Ordering::Relaxed);
+                // atomically (streamed: by one aligned store, fenced below before the record
+                // that counts it), so other processes' atomic reads of it are no data race.
+                unsafe {
+                    if stream {
+                        crate::sys::stream_store_shared(out.add(at as usize), v);
+                    } else {
+                        R::store(R::as_atomic(out.add(at as usize)), v, Ordering::Relaxed);
+                    }
+                }
             }
         }));
+        // Streamed results must be in memory before the record that counts them is published.
+        crate::sys::store_fence();
         match r {
             Ok(()) => {
                 run.out.push_empty(h.end - from);

@@ -179,6 +179,46 @@ pub(crate) unsafe fn stream_store<T>(dst: *mut u8, v: T) {
     unsafe { dst.cast::<T>().write_unaligned(v) };
 }
 
+/// Whether [`stream_store_shared`] streams a value of `size` bytes (x86-64: 4 or 8 bytes).
+pub(crate) const fn streams_shared(size: usize) -> bool {
+    cfg!(target_arch = "x86_64") && (size == 4 || size == 8)
+}
+
+/// [`stream_store`] of one element of a shared array that other processes may read with atomic
+/// loads meanwhile: one aligned `movnti` of 4 or 8 bytes, in inline assembly. An aligned store of
+/// up to 8 bytes is single-copy atomic on x86-64, non-temporal ones too, and the assembly is
+/// opaque to the compiler (it cannot split, merge or elide it): a reader sees the old value or
+/// the new one, as with a relaxed atomic store — only ordered later, by [`store_fence`].
+///
+/// # Safety
+/// - [`streams_shared`] holds for `size_of::<T>()`;
+/// - `dst` is valid for writes of a `T`, aligned for it, and accessed by others only atomically;
+/// - [`store_fence`] runs after the last such store and before another process is told the
+///   value is there.
+#[inline(always)]
+pub(crate) unsafe fn stream_store_shared<T: bytemuck::Pod>(dst: *mut T, v: T) {
+    debug_assert!(streams_shared(std::mem::size_of::<T>()) && dst.is_aligned());
+    #[cfg(target_arch = "x86_64")]
+    match std::mem::size_of::<T>() {
+        // SAFETY: per the caller's promise `dst` is an aligned, writable `T` of 8 bytes; the
+        // instruction writes exactly those bytes and touches no other memory, stack or flag.
+        8 => unsafe {
+            let w: u64 = bytemuck::cast(v);
+            std::arch::asm!("movnti qword ptr [{p}], {w}", p = in(reg) dst, w = in(reg) w,
+                options(nostack, preserves_flags));
+        },
+        // SAFETY: as above, for 4 bytes.
+        4 => unsafe {
+            let w: u32 = bytemuck::cast(v);
+            std::arch::asm!("movnti dword ptr [{p}], {w:e}", p = in(reg) dst, w = in(reg) w,
+                options(nostack, preserves_flags));
+        },
+        _ => unreachable!("streams_shared admits 4 and 8 bytes"),
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("streams_shared is false here: {dst:p}, {}", std::mem::size_of_val(&v));
+}
+
 /// Orders every [`stream_store`] before the stores that follow (`sfence`); nothing to do where
 /// stores are not streamed.
 #[inline(always)]
@@ -338,5 +378,18 @@ mod tests {
         assert_eq!(buf[5].to_ne_bytes()[..4], 0xdead_beefu32.to_ne_bytes());
         assert_eq!(buf[5].to_ne_bytes()[4..], [0xa5; 4]);
         assert_eq!(buf[6..], [0xa5a5_a5a5_a5a5_a5a5; 2]);
+        // Elements of a shared array: 8 and 4 bytes, aligned.
+        if streams_shared(8) {
+            let mut words = [7u64; 3];
+            let mut halves = [7u32; 3];
+            // SAFETY: aligned elements of local arrays nothing else accesses.
+            unsafe {
+                stream_store_shared(words.as_mut_ptr().add(1), 0x1122_3344_5566_7788u64);
+                stream_store_shared(halves.as_mut_ptr().add(2), 0x99aa_bbccu32);
+            }
+            store_fence();
+            assert_eq!((words, halves), ([7, 0x1122_3344_5566_7788, 7], [7, 7, 0x99aa_bbcc]));
+        }
+        assert!(!streams_shared(2) && !streams_shared(16));
     }
 }

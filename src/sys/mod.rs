@@ -54,7 +54,8 @@ pub(crate) use fds::Registered;
 pub(crate) use futex::{FutexWait, futex_wait, futex_wake_all, futex_wake_one};
 pub(crate) use mem::{
     MAX_NAME_LEN, Mapped, advise_huge_pages, map_fd, map_shared_anonymous, page_size, random_bytes, shm_create,
-    shm_open, shm_remove, shm_unlink, store_fence, stream_store, streams, unlink_path, unmap,
+    shm_open, shm_remove, shm_unlink, store_fence, stream_store, stream_store_shared, streams, streams_shared,
+    unlink_path, unmap,
 };
 pub use proc::monotonic_ns;
 pub(crate) use proc::{
