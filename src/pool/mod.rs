@@ -408,7 +408,9 @@ impl<Ctx> Pool<Ctx> {
     /// `output[i]`, a shared array made before the pool: no result crosses a ring or is copied by
     /// the parent, so array work runs at close to the speed of threads. Only failures come back:
     /// a panic in some tasks leaves their elements as they were and returns
-    /// [`Error::MapFailed`], as [`Pool::map`] does.
+    /// [`Error::MapFailed`], as [`Pool::map`] does. On x86-64 a large chunk's 4- and 8-byte
+    /// results are stored past the workers' caches (non-temporal stores), so a first read of a
+    /// large output comes from memory rather than from a cache.
     ///
     /// ```
     /// let squares = mproc::RawArray::<u64>::zeroed(1000)?; // before the pool

@@ -239,6 +239,8 @@ fn run_items<Ctx, T, R: 'static, WI: Wire<T>, WO: Wire<R>>(
 
 /// The least bytes of plain results a chunk computed from indices has for its worker to stream
 /// them past its cache ([`Items::Computed`]): an eighth of a core's L2 on the machines measured.
+/// Chosen, not tuned: a chunk of 1,000 `u64`s (8 KB, still in cache when the parent reads it)
+/// stays below, the automatic chunks of a map of 1 M (1 MB) are above.
 const STREAM_MIN: usize = 256 << 10;
 
 /// Where [`run_each`]'s items come from.
