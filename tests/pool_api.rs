@@ -263,3 +263,75 @@ fn every_public_pool_type_has_debug() {
         assert!(format!("{:?}", mproc::OnWorkerDeath::Retry(2)).contains("Retry"));
     });
 }
+
+/// Two numbers through serde; its `Serialize` writes the first, then fails (`b == 1`) or panics
+/// (`b == 2`) when asked to, leaving half an encoding behind.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+struct Pair(u64, u64);
+
+impl Serialize for Pair {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(2)?;
+        t.serialize_element(&self.0)?;
+        match self.1 {
+            1 => return Err(serde::ser::Error::custom("refused half way")),
+            2 => panic!("panicked half way through {}", self.0),
+            _ => {}
+        }
+        t.serialize_element(&self.1)?;
+        t.end()
+    }
+}
+
+#[test]
+fn serde_arguments_failing_panicking_oversized_or_overflowing_mid_chunk_cost_only_themselves() {
+    common::run("pool_serde_feeding", common::SECS(60), || {
+        let pool = Pool::builder().processes(2).max_message_bytes(4096).build().unwrap();
+        let ok = |i: u64| Pair(i, 1000 + i);
+        // Refusals half way through items 21 and 22 of chunks of 16: those items fail (none of
+        // their bytes are sent), every other item is exact; 21 ends its chunk, 22 then starts the
+        // next one, which goes on after it.
+        let bad = |i: u64| i == 21 || i == 22;
+        let items: Vec<Pair> = (0..100).map(|i| if bad(i) { Pair(i, 1) } else { ok(i) }).collect();
+        let got: Vec<_> = pool.imap(|_, p: Pair| p.0 + p.1, items, 16).unwrap().collect();
+        assert_eq!(got.len(), 100);
+        for (i, r) in got.iter().enumerate() {
+            match r {
+                Err(Error::Encode { what: "argument", task, message }) if *task == i as u64 && bad(*task) => {
+                    assert!(message.contains("refused half way"), "{message}")
+                }
+                Ok(v) => assert!(!bad(i as u64) && *v == 1000 + 2 * i as u64, "task {i}: {v}"),
+                other => panic!("task {i}: {other:?}"),
+            }
+        }
+        // A panic half way through item 37: the items before it (32..37 in its chunk) still go,
+        // then the error, then the end.
+        let source = move || (0..100).map(move |i| if i == 37 { Pair(i, 2) } else { ok(i) });
+        let got: Vec<_> = pool.imap(|_, p: Pair| p.0 + p.1, source(), 16).unwrap().collect();
+        assert_eq!(got.len(), 38, "37 results, then the error");
+        assert!(got[..37].iter().enumerate().all(|(i, r)| *r.as_ref().unwrap() == 1000 + 2 * i as u64));
+        assert!(matches!(&got[37], Err(Error::SourcePanicked { task: 37, message }) if message.contains("half way")));
+        // An iterator that panics between items, the same.
+        let source = move || (0..100u64).map(move |i| if i == 50 { panic!("source broke at {i}") } else { ok(i) });
+        let got: Vec<_> = pool.imap(|_, p: Pair| p.0 + p.1, source(), 16).unwrap().collect();
+        assert_eq!(got.len(), 51);
+        assert!(matches!(&got[50], Err(Error::SourcePanicked { task: 50, .. })), "{:?}", got[50]);
+        // Items of about 1 KB in chunks of 16 (records of 4 KiB: each chunk fills after a few and
+        // the next item starts the next chunk), two of them over the limit (9 ends a chunk, 10
+        // starts the next).
+        let blob =
+            |i: u64| -> Vec<u64> { (0..if i == 9 || i == 10 { 600 } else { 120 }).map(|k| i * 1000 + k).collect() };
+        let got: Vec<_> = pool.imap(|_, v: Vec<u64>| v.iter().sum::<u64>(), (0..60).map(blob), 16).unwrap().collect();
+        assert_eq!(got.len(), 60);
+        for (i, r) in got.iter().enumerate() {
+            match r {
+                Err(Error::MessageTooLarge { what: "argument", task, .. })
+                    if *task == i as u64 && (9..11).contains(&i) => {}
+                Ok(v) => assert!(!(9..11).contains(&i) && *v == blob(i as u64).iter().sum::<u64>(), "task {i}: {v}"),
+                other => panic!("task {i}: {other:?}"),
+            }
+        }
+        assert_eq!(pool.map(|_, p: Pair| p.1, (0..1000).map(ok), None).unwrap(), (1000..2000).collect::<Vec<_>>());
+    });
+}

@@ -54,10 +54,116 @@ impl de::Error for Error {
 
 type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Appends `v`'s encoding to `out`. On failure `out` may hold part of it (the caller truncates).
+/// Appends `v`'s encoding to `out`. On failure `out` is as it was.
 #[inline]
 pub(crate) fn encode<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) -> Result<()> {
-    v.serialize(&mut Ser { out })
+    let mut c = Cursor::new(out);
+    encode_at(v, &mut c)?;
+    c.keep();
+    Ok(())
+}
+
+/// Appends `v`'s encoding at `c`. On failure `c` holds part of it (the caller truncates).
+#[inline]
+pub(crate) fn encode_at<T: Serialize + ?Sized>(v: &T, c: &mut Cursor<'_>) -> Result<()> {
+    v.serialize(&mut Ser { out: c })
+}
+
+/// Bytes appended to a vector through its spare room: written at a length kept here (in a
+/// register, in a loop over items), not the vector's, which is set once — to the bytes
+/// [`Cursor::keep`] last kept — when the cursor is dropped, also by a panic. Appending through
+/// the vector itself reloaded and stored its length, and checked its capacity, per value (a
+/// store of a byte into the vector may, to the compiler, have changed its length).
+pub(crate) struct Cursor<'v> {
+    vec: &'v mut Vec<u8>,
+    ptr: *mut u8,
+    cap: usize,
+    len: usize,
+    kept: usize,
+}
+
+impl<'v> Cursor<'v> {
+    pub(crate) fn new(vec: &'v mut Vec<u8>) -> Self {
+        let (ptr, cap, len) = (vec.as_mut_ptr(), vec.capacity(), vec.len());
+        Cursor { vec, ptr, cap, len, kept: len }
+    }
+
+    /// Bytes written (the vector's length once kept).
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps every byte written so far: the vector's length when the cursor is dropped.
+    #[inline]
+    pub(crate) fn keep(&mut self) {
+        self.kept = self.len;
+    }
+
+    /// Drops what was written after the first `len` bytes (`len` at least the bytes kept).
+    #[inline]
+    pub(crate) fn truncate(&mut self, len: usize) {
+        debug_assert!(self.kept <= len && len <= self.len);
+        self.len = len.clamp(self.kept, self.len);
+    }
+
+    /// The bytes written from `from` on (`from` at most [`Cursor::len`]).
+    pub(crate) fn written_from(&self, from: usize) -> &[u8] {
+        assert!(from <= self.len, "inside what was written");
+        // SAFETY: the first `len` bytes of the allocation are initialised (each `put` wrote
+        // them); `from..len` is within them.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(from), self.len - from) }
+    }
+
+    /// Appends `b`.
+    #[inline]
+    pub(crate) fn put(&mut self, b: &[u8]) {
+        if self.cap - self.len < b.len() {
+            // The cursor's own fields go by value (its address escaping into a call would keep
+            // them in memory, not registers, for the whole loop).
+            (self.ptr, self.cap) = grow(self.vec, self.len, b.len());
+        }
+        // SAFETY: `cap - len >= b.len()` (grown if not): the bytes fit in the allocation, after
+        // those written; `b` is another object's memory.
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.ptr.add(self.len), b.len()) };
+        self.len += b.len();
+    }
+
+    /// Runs `f` on the vector itself, holding the bytes written so far (an encoder that appends
+    /// to a vector); the cursor goes on after what `f` appended.
+    pub(crate) fn with_vec<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+        // SAFETY: the first `len` bytes are initialised (written by `put`), within capacity.
+        unsafe { self.vec.set_len(self.len) };
+        let r = f(self.vec);
+        (self.ptr, self.cap, self.len) = (self.vec.as_mut_ptr(), self.vec.capacity(), self.vec.len());
+        self.kept = self.kept.min(self.len);
+        r
+    }
+
+    /// Overwrites bytes already written, at `at`.
+    fn patch(&mut self, at: usize, b: &[u8]) {
+        assert!(at + b.len() <= self.len, "a patch inside what was written");
+        // SAFETY: `at..at + b.len()` lies inside the bytes written (asserted).
+        unsafe { std::ptr::copy_nonoverlapping(b.as_ptr(), self.ptr.add(at), b.len()) };
+    }
+}
+
+/// Room for `n` more bytes after the first `len` (written) of `vec`: its new address and
+/// capacity.
+#[cold]
+#[inline(never)]
+fn grow(vec: &mut Vec<u8>, len: usize, n: usize) -> (*mut u8, usize) {
+    // SAFETY: the first `len` bytes are initialised (written by `Cursor::put`), within capacity.
+    unsafe { vec.set_len(len) };
+    vec.reserve(n);
+    (vec.as_mut_ptr(), vec.capacity())
+}
+
+impl Drop for Cursor<'_> {
+    fn drop(&mut self) {
+        // SAFETY: `kept <= len`, and the first `len` bytes are initialised, within capacity.
+        unsafe { self.vec.set_len(self.kept) };
+    }
 }
 
 /// Decodes a `T` from the front of `input` and advances it past the bytes used.
@@ -67,14 +173,14 @@ pub(crate) fn decode<'de, T: de::Deserialize<'de>>(input: &mut &'de [u8]) -> Res
     T::deserialize(&mut d)
 }
 
-struct Ser<'a> {
-    out: &'a mut Vec<u8>,
+struct Ser<'a, 'v> {
+    out: &'a mut Cursor<'v>,
 }
 
-impl Ser<'_> {
+impl Ser<'_, '_> {
     #[inline]
     fn put(&mut self, b: &[u8]) {
-        self.out.extend_from_slice(b);
+        self.out.put(b);
     }
 
     #[inline]
@@ -86,7 +192,7 @@ impl Ser<'_> {
 /// Starts a sequence or map: its count, patched by [`Compound::end`] with the number of
 /// elements really written (a `Serialize` that announces one length and writes another would
 /// otherwise leave a count that misreads everything after it).
-fn compound<'s, 'a>(ser: &'s mut Ser<'a>, len: Option<usize>) -> Compound<'s, 'a> {
+fn compound<'s, 'a, 'v>(ser: &'s mut Ser<'a, 'v>, len: Option<usize>) -> Compound<'s, 'a, 'v> {
     let at = ser.out.len();
     ser.len(len.unwrap_or(0));
     Compound { ser, patch: at, count: 0 }
@@ -102,14 +208,14 @@ macro_rules! le {
     )* };
 }
 
-impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
+impl<'s, 'a, 'v> ser::Serializer for &'s mut Ser<'a, 'v> {
     type Ok = ();
     type Error = Error;
-    type SerializeSeq = Compound<'s, 'a>;
+    type SerializeSeq = Compound<'s, 'a, 'v>;
     type SerializeTuple = Self;
     type SerializeTupleStruct = Self;
     type SerializeTupleVariant = Self;
-    type SerializeMap = Compound<'s, 'a>;
+    type SerializeMap = Compound<'s, 'a, 'v>;
     type SerializeStruct = Self;
     type SerializeStructVariant = Self;
 
@@ -121,13 +227,13 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
 
     #[inline]
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.out.push(u8::from(v));
+        self.out.put(&[u8::from(v)]);
         Ok(())
     }
 
     #[inline]
     fn serialize_u8(self, v: u8) -> Result<()> {
-        self.out.push(v);
+        self.out.put(&[v]);
         Ok(())
     }
 
@@ -143,19 +249,20 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
 
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result<()> {
-        crate::pool::wire::put_bytes(self.out, v);
+        self.out.put(&(v.len() as u64).to_le_bytes());
+        self.out.put(v);
         Ok(())
     }
 
     #[inline]
     fn serialize_none(self) -> Result<()> {
-        self.out.push(0);
+        self.out.put(&[0]);
         Ok(())
     }
 
     #[inline]
     fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<()> {
-        self.out.push(1);
+        self.out.put(&[1]);
         v.serialize(self)
     }
 
@@ -192,7 +299,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
     }
 
     #[inline]
-    fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'s, 'a>> {
+    fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'s, 'a, 'v>> {
         Ok(compound(self, len))
     }
 
@@ -213,7 +320,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
     }
 
     #[inline]
-    fn serialize_map(self, len: Option<usize>) -> Result<Compound<'s, 'a>> {
+    fn serialize_map(self, len: Option<usize>) -> Result<Compound<'s, 'a, 'v>> {
         Ok(compound(self, len))
     }
 
@@ -235,21 +342,21 @@ impl<'s, 'a> ser::Serializer for &'s mut Ser<'a> {
 
 /// A sequence or map being written: its elements follow the count; `patch` is where the count
 /// goes once known.
-pub(crate) struct Compound<'s, 'a> {
-    ser: &'s mut Ser<'a>,
+pub(crate) struct Compound<'s, 'a, 'v> {
+    ser: &'s mut Ser<'a, 'v>,
     patch: usize,
     count: u64,
 }
 
-impl Compound<'_, '_> {
+impl Compound<'_, '_, '_> {
     fn end(self) -> Result<()> {
         let at = self.patch;
-        self.ser.out[at..at + 8].copy_from_slice(&self.count.to_le_bytes());
+        self.ser.out.patch(at, &self.count.to_le_bytes());
         Ok(())
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
+impl ser::SerializeSeq for Compound<'_, '_, '_> {
     type Ok = ();
     type Error = Error;
 
@@ -264,7 +371,7 @@ impl ser::SerializeSeq for Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeMap for Compound<'_, '_> {
+impl ser::SerializeMap for Compound<'_, '_, '_> {
     type Ok = ();
     type Error = Error;
 
@@ -287,7 +394,7 @@ impl ser::SerializeMap for Compound<'_, '_> {
 /// Tuples, structs and variants: fields in order, nothing else.
 macro_rules! fields {
     ($($tr:ident :: $f:ident ($($k:ty),*)),* $(,)?) => { $(
-        impl ser::$tr for &mut Ser<'_> {
+        impl ser::$tr for &mut Ser<'_, '_> {
             type Ok = ();
             type Error = Error;
 

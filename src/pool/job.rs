@@ -152,6 +152,64 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
             self.pulling = false;
             return;
         }
+        // Any other item that is not a `String` or `Vec<u8>`: encoded by `W` at a cursor whose
+        // length stays in a register ([`crate::pool::fixint::Cursor`]); nothing to keep, no
+        // blob to move.
+        if !wire::is_buffer::<I::Item>() {
+            *item_at = buf.mark_keeping_inline();
+            let (blob_bytes, room) =
+                (buf.blob_bytes(), max_items.min(u32::MAX as usize).saturating_sub(*count as usize));
+            let mut c = crate::pool::fixint::Cursor::new(&mut buf.inline);
+            let mut ok = 0u32;
+            while (ok as usize) < room {
+                self.pulling = true;
+                let Some(x) = self.iter.next() else {
+                    self.pulling = false;
+                    self.done = true;
+                    break;
+                };
+                self.pulling = false;
+                let idx = self.next;
+                self.next += 1;
+                let at = c.len();
+                let any = ok > 0 || *count > 0;
+                if let Err(e) = W::encode_at(&x, &mut c) {
+                    c.truncate(at);
+                    rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
+                    if any {
+                        break;
+                    }
+                    continue;
+                }
+                drop(x);
+                let n = c.len() - at;
+                if n > limits.item {
+                    c.truncate(at);
+                    rejected.push((
+                        idx,
+                        Error::MessageTooLarge { what: "argument", task: idx, size: n, limit: limits.item },
+                    ));
+                    if any {
+                        break;
+                    }
+                    continue;
+                }
+                if c.len() + blob_bytes > limits.chunk && any {
+                    let mut alone = ChunkBytes::default();
+                    alone.inline.extend_from_slice(c.written_from(at));
+                    c.truncate(at);
+                    self.pending = Some((idx, alone, None));
+                    break;
+                }
+                c.keep();
+                first.get_or_insert(idx);
+                // Counted here, not once at the end: if the iterator or a `Serialize` panics,
+                // `next_chunk` sends the items before it, as many as this says.
+                *count += 1;
+                ok += 1;
+            }
+            return;
+        }
         while (*count as usize) < max_items && *count < u32::MAX {
             self.pulling = true;
             let Some(x) = self.iter.next() else {

@@ -165,6 +165,17 @@ impl ChunkBytes {
         Mark { inline: self.inline.len(), blobs: self.blobs.len(), blob_len: self.blob_len }
     }
 
+    /// A mark that keeps every byte written inline (and every blob there is now): for a loop that
+    /// writes through a [`fixint::Cursor`], which drops a failed item's bytes itself.
+    pub(crate) fn mark_keeping_inline(&self) -> Mark {
+        Mark { inline: usize::MAX, blobs: self.blobs.len(), blob_len: self.blob_len }
+    }
+
+    /// Bytes of blobs moved in whole (beside the inline bytes).
+    pub(crate) fn blob_bytes(&self) -> usize {
+        self.blob_len
+    }
+
     /// Drops everything after `m`.
     pub(crate) fn truncate(&mut self, m: Mark) {
         self.inline.truncate(m.inline);
@@ -218,6 +229,13 @@ pub(crate) unsafe trait Wire<T> {
     fn encode_owned(v: T, out: &mut ChunkBytes) -> Result<Option<T>, String> {
         Self::encode(&v, &mut out.inline).map(|()| Some(v))
     }
+    /// [`Wire::encode`] at a cursor into a chunk's bytes (the feeding loop's, which keeps its
+    /// length in a register). On failure the cursor may hold part of the value (the caller
+    /// truncates it).
+    #[inline]
+    fn encode_at(v: &T, c: &mut fixint::Cursor<'_>) -> Result<(), String> {
+        c.with_vec(|out| Self::encode(v, out))
+    }
     fn decode(input: &mut &[u8]) -> Result<T, String>;
     /// [`Wire::decode`], given the buffer of the task's argument ([`ChunkBytes::kept`]) to
     /// build the value in if it can (a `String` or `Vec<u8>` result, and a buffer at most about
@@ -253,6 +271,11 @@ unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Serde {
             out.truncate(at);
             e.0
         })
+    }
+
+    #[inline]
+    fn encode_at(v: &T, c: &mut fixint::Cursor<'_>) -> Result<(), String> {
+        fixint::encode_at(v, c).map_err(|e| e.0)
     }
 
     /// On failure `input` is left where it was (the failed value's bytes are not skipped: the
@@ -325,6 +348,19 @@ unsafe impl<T: Serialize + DeserializeOwned + 'static> Wire<T> for Auto {
             return Ok(());
         }
         <Serde as Wire<T>>::encode(v, out)
+    }
+
+    #[inline]
+    fn encode_at(v: &T, c: &mut fixint::Cursor<'_>) -> Result<(), String> {
+        if is_primitive::<T>() {
+            // SAFETY: as in `encode`.
+            c.put(unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) });
+            return Ok(());
+        }
+        if is_buffer::<T>() {
+            return c.with_vec(|out| Self::encode(v, out));
+        }
+        <Serde as Wire<T>>::encode_at(v, c)
     }
 
     #[inline]
