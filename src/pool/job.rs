@@ -102,6 +102,21 @@ impl<I: Iterator, W> IterSource<I, W> {
 }
 
 impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
+    /// The next item and its index, or `None` (and the source done) when none is left. While the
+    /// iterator is asked, `pulling` says so: a panic there is the next item's.
+    #[inline]
+    fn pull(&mut self) -> Option<(u64, I::Item)> {
+        self.pulling = true;
+        let x = self.iter.next();
+        self.pulling = false;
+        let Some(x) = x else {
+            self.done = true;
+            return None;
+        };
+        self.next += 1;
+        Some((self.next - 1, x))
+    }
+
     /// The body of `next_chunk`; `first`/`count` live outside so they survive a panic.
     #[allow(clippy::too_many_arguments)]
     fn fill(
@@ -162,15 +177,7 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
             let mut c = crate::pool::fixint::Cursor::new(&mut buf.inline);
             let mut ok = 0u32;
             while (ok as usize) < room {
-                self.pulling = true;
-                let Some(x) = self.iter.next() else {
-                    self.pulling = false;
-                    self.done = true;
-                    break;
-                };
-                self.pulling = false;
-                let idx = self.next;
-                self.next += 1;
+                let Some((idx, x)) = self.pull() else { break };
                 let at = c.len();
                 let any = ok > 0 || *count > 0;
                 if let Err(e) = W::encode_at(&x, &mut c) {
@@ -210,16 +217,9 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
             }
             return;
         }
+        // A `String` or `Vec<u8>`: kept for its result, moved in whole (a blob), or encoded.
         while (*count as usize) < max_items && *count < u32::MAX {
-            self.pulling = true;
-            let Some(x) = self.iter.next() else {
-                self.pulling = false;
-                self.done = true;
-                break;
-            };
-            self.pulling = false;
-            let idx = self.next;
-            self.next += 1;
+            let Some((idx, x)) = self.pull() else { break };
             // A short `String`/`Vec<u8>` argument whose buffer is kept: its bytes, laid out as
             // `W` lays them out (see `Wire::reuses_buffers`), with no encoder and none of the
             // general path's marks — a map over strings is bound by this loop.
