@@ -312,6 +312,11 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
             macro_rules! commit {
                 () => {
                     if let Some(n) = plain {
+                        // Streamed results must be in memory before the record that counts them
+                        // is published (every publishing follows a commit).
+                        if stream {
+                            crate::sys::store_fence();
+                        }
                         // SAFETY: the `k` results were stored whole from `dst`, the cursor the
                         // last `make_room` returned, within the room it counted (`room` went down
                         // by one per result).
@@ -407,6 +412,9 @@ fn run_each<Ctx, T, R: 'static, WO: Wire<R>>(
             // SAFETY: they were stored whole, as `commit!` says: the panic came from the task or
             // its argument, not from a store.
             unsafe { run.out.commit_plain(pending, n) };
+            if stream {
+                crate::sys::store_fence();
+            }
         }
         let Err(p) = r else { break };
         // The item that panicked is the next one the record would have held.

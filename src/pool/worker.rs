@@ -203,9 +203,6 @@ impl<'a> ResultWriter<'a> {
     /// that `make_room(size)` counted.
     #[inline]
     pub(crate) unsafe fn commit_plain(&mut self, k: usize, size: usize) {
-        // Results may have been streamed past the caches (`sys::stream_store`): they must be in
-        // memory before the record that counts them is published.
-        crate::sys::store_fence();
         let d = self.direct.as_mut().expect("make_room reserved the record");
         debug_assert!(d.len + k * size + self.exc.len() <= d.room);
         d.len += k * size;
