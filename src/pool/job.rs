@@ -172,14 +172,12 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
         // blob to move.
         if !wire::is_buffer::<I::Item>() {
             *item_at = buf.mark_keeping_inline();
-            let (blob_bytes, room) =
-                (buf.blob_bytes(), max_items.min(u32::MAX as usize).saturating_sub(*count as usize));
+            let (blob_bytes, limit) = (buf.blob_bytes(), max_items.min(u32::MAX as usize));
             let mut c = crate::pool::fixint::Cursor::new(&mut buf.inline);
-            let mut ok = 0u32;
-            while (ok as usize) < room {
+            while (*count as usize) < limit {
                 let Some((idx, x)) = self.pull() else { break };
                 let at = c.len();
-                let any = ok > 0 || *count > 0;
+                let any = *count > 0;
                 if let Err(e) = W::encode_at(&x, &mut c) {
                     c.truncate(at);
                     rejected.push((idx, Error::Encode { what: "argument", task: idx, message: e }));
@@ -213,7 +211,6 @@ impl<I: Iterator<Item: 'static>, W: Wire<I::Item>> IterSource<I, W> {
                 // Counted here, not once at the end: if the iterator or a `Serialize` panics,
                 // `next_chunk` sends the items before it, as many as this says.
                 *count += 1;
-                ok += 1;
             }
             return;
         }

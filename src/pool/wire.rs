@@ -266,11 +266,8 @@ pub(crate) struct Serde;
 unsafe impl<T: Serialize + DeserializeOwned> Wire<T> for Serde {
     #[inline]
     fn encode(v: &T, out: &mut Vec<u8>) -> Result<(), String> {
-        let at = out.len();
-        fixint::encode(v, out).map_err(|e| {
-            out.truncate(at);
-            e.0
-        })
+        // On failure `fixint::encode` leaves `out` as it was (its cursor keeps nothing).
+        fixint::encode(v, out).map_err(|e| e.0)
     }
 
     #[inline]
